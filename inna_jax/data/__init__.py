@@ -1,0 +1,7 @@
+"""Datasets: scikit-learn's digits and diabetes, mnist1d, CIFAR-100 and synthetic sets."""
+
+from inna_jax.data._arrays import ArrayDataset as ArrayDataset
+from inna_jax.data._sklearn import load_diabetes as load_diabetes
+from inna_jax.data._sklearn import load_digits as load_digits
+
+__all__ = ["ArrayDataset", "load_diabetes", "load_digits"]
