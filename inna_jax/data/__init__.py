@@ -3,5 +3,6 @@
 from inna_jax.data._arrays import ArrayDataset as ArrayDataset
 from inna_jax.data._sklearn import load_diabetes as load_diabetes
 from inna_jax.data._sklearn import load_digits as load_digits
+from inna_jax.data._mnist1d import load_mnist1d as load_mnist1d
 
-__all__ = ["ArrayDataset", "load_diabetes", "load_digits"]
+__all__ = ["ArrayDataset", "load_diabetes", "load_digits", "load_mnist1d"]
