@@ -50,7 +50,10 @@ def _unzip(pairs: Any) -> tuple[Any, Any]:
 
 
 def _compute_dtype(*leaves: jax.Array) -> jnp.dtype:
-    return jnp.result_type(*(leaf.dtype for leaf in leaves))
+    """The standard promotion of the leaves' dtypes (bf16 with f32 gives f32), also when the
+    user runs JAX with strict promotion: the casts that follow are explicit."""
+    with jax.numpy_dtype_promotion("standard"):
+        return jnp.result_type(*(leaf.dtype for leaf in leaves))
 
 
 def _leaf_step(theta, psi, grad, learning_rate, alpha, beta, weight_decay):
