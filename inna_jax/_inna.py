@@ -78,7 +78,7 @@ def inna_step(
     beta: ArrayLike,
     weight_decay: ArrayLike = 0.0,
 ) -> tuple[optax.Params, optax.Params]:
-    r"""One INNA step, the pure map :math:`(\theta_k, \psi_k, g_k) \mapsto (\theta_{k+1}, \psi_{k+1})`.
+    r"""One INNA step, :math:`(\theta_k, \psi_k, g_k) \mapsto (\theta_{k+1}, \psi_{k+1})`.
 
     .. math::
 
@@ -141,7 +141,7 @@ def inna_psi0(
     beta: ArrayLike,
     initial_speed: ArrayLike,
 ) -> optax.Params:
-    r"""The initial auxiliary variable :math:`\psi_0` for the velocity :math:`\dot\theta(0) = -s\nabla J(\theta_0)`.
+    r"""The auxiliary variable :math:`\psi_0` for the initial velocity :math:`-s\nabla J(\theta_0)`.
 
     The change of variable :math:`\psi = -\beta\dot\theta - \beta^2\nabla J(\theta) -
     (\alpha\beta - 1)\theta` maps the initial velocity to

@@ -24,8 +24,9 @@ def strict_dtype_promotion():
 # An independent NumPy transcription of the authors' PyTorch optimizer step (REFERENCE §1).
 # It shares no code with the package: formulas are written from the paper.
 # --------------------------------------------------------------------------------------
-def numpy_inna_trajectory(theta0, grad_fn, *, steps, lr0, alpha, beta, s, decay_power=0.0,
-                          weight_decay=0.0, decoupled=0.0):
+def numpy_inna_trajectory(
+    theta0, grad_fn, *, steps, lr0, alpha, beta, s, decay_power=0.0, weight_decay=0.0, decoupled=0.0
+):
     """Returns the list of theta_k (k = 0..steps) as flat float64 NumPy vectors."""
     theta = np.array(theta0, dtype=np.float64)
     psi = None
@@ -73,8 +74,9 @@ def _mlp_problem(seed=0, n=64, d=5, h=7):
 
 CASES = {
     "constant_lr_s_beta": dict(lr0=0.1, alpha=0.5, beta=0.1, s=0.1),
-    "power_decay_weight_decay": dict(lr0=0.2, alpha=0.5, beta=0.1, s=0.1, decay_power=0.5,
-                                     weight_decay=1e-2),
+    "power_decay_weight_decay": dict(
+        lr0=0.2, alpha=0.5, beta=0.1, s=0.1, decay_power=0.5, weight_decay=1e-2
+    ),
     "s_zero": dict(lr0=0.1, alpha=0.7, beta=0.3, s=0.0),
     "s_one": dict(lr0=0.05, alpha=0.5, beta=0.1, s=1.0, decay_power=0.5),
     "decoupled_decay": dict(lr0=0.1, alpha=0.5, beta=0.2, s=0.2, decoupled=0.05),
@@ -92,7 +94,10 @@ def test_optimizer_matches_numpy_reference_for_300_steps(case):
     if cfg.get("decay_power", 0.0):
         lr = inna_jax.power_decay(cfg["lr0"], cfg["decay_power"])
     tx = inna_jax.inna(
-        lr, cfg["alpha"], cfg["beta"], initial_speed=cfg["s"],
+        lr,
+        cfg["alpha"],
+        cfg["beta"],
+        initial_speed=cfg["s"],
         weight_decay=cfg.get("weight_decay", 0.0),
         decoupled_weight_decay=cfg.get("decoupled", 0.0),
     )
@@ -114,8 +119,9 @@ def test_pure_step_with_psi0_matches_numpy_reference(s):
     steps = 300
     alpha, beta, lr0, q = 0.5, 0.1, 0.1, 0.5
     params, flat0, unravel, grad, flat_grad = _mlp_problem(seed=1)
-    expected = numpy_inna_trajectory(flat0, flat_grad, steps=steps, lr0=lr0, alpha=alpha,
-                                     beta=beta, s=s, decay_power=q)
+    expected = numpy_inna_trajectory(
+        flat0, flat_grad, steps=steps, lr0=lr0, alpha=alpha, beta=beta, s=s, decay_power=q
+    )
 
     @jax.jit
     def run(p):
@@ -124,8 +130,9 @@ def test_pure_step_with_psi0_matches_numpy_reference(s):
         def body(carry, k):
             p, psi = carry
             lr = lr0 / (k.astype(jnp.float64) + 1.0) ** q
-            p, psi = inna_jax.inna_step(p, psi, grad(p, k), learning_rate=lr, alpha=alpha,
-                                        beta=beta)
+            p, psi = inna_jax.inna_step(
+                p, psi, grad(p, k), learning_rate=lr, alpha=alpha, beta=beta
+            )
             return (p, psi), jax.flatten_util.ravel_pytree(p)[0]
 
         return jax.lax.scan(body, (p, psi), jnp.arange(steps))[1]
@@ -143,20 +150,30 @@ def _numpy_step(t, p, g, lr, a, b, wd=0.0):
 
 
 def test_step_on_pytree_with_none_leaves():
-    theta = {"a": jnp.array([1.0, 2.0]), "frozen": jnp.array([5.0]), "nothing": None,
-             "nested": (jnp.ones((2, 2)), jnp.array(3.0))}
+    theta = {
+        "a": jnp.array([1.0, 2.0]),
+        "frozen": jnp.array([5.0]),
+        "nothing": None,
+        "nested": (jnp.ones((2, 2)), jnp.array(3.0)),
+    }
     psi = jax.tree.map(lambda x: 0.5 * x, theta)
-    grad = {"a": jnp.array([0.1, -0.2]), "frozen": None, "nothing": None,
-            "nested": (jnp.full((2, 2), 0.3), jnp.array(-1.0))}
-    t1, p1 = inna_jax.inna_step(theta, psi, grad, learning_rate=0.1, alpha=0.5, beta=0.1,
-                                weight_decay=0.01)
+    grad = {
+        "a": jnp.array([0.1, -0.2]),
+        "frozen": None,
+        "nothing": None,
+        "nested": (jnp.full((2, 2), 0.3), jnp.array(-1.0)),
+    }
+    t1, p1 = inna_jax.inna_step(
+        theta, psi, grad, learning_rate=0.1, alpha=0.5, beta=0.1, weight_decay=0.01
+    )
     assert t1["nothing"] is None and p1["nothing"] is None
     np.testing.assert_array_equal(t1["frozen"], theta["frozen"])
     np.testing.assert_array_equal(p1["frozen"], psi["frozen"])
     for key in [("a",), ("nested", 0), ("nested", 1)]:
-        get = lambda tree: tree[key[0]] if len(key) == 1 else tree[key[0]][key[1]]
-        et, ep = _numpy_step(np.asarray(get(theta)), np.asarray(get(psi)), np.asarray(get(grad)),
-                             0.1, 0.5, 0.1, 0.01)
+        get = lambda tree, key=key: tree[key[0]] if len(key) == 1 else tree[key[0]][key[1]]
+        et, ep = _numpy_step(
+            np.asarray(get(theta)), np.asarray(get(psi)), np.asarray(get(grad)), 0.1, 0.5, 0.1, 0.01
+        )
         np.testing.assert_allclose(get(t1), et, rtol=1e-14)
         np.testing.assert_allclose(get(p1), ep, rtol=1e-14)
 
@@ -165,8 +182,11 @@ def test_step_under_jit_and_vmap_over_hyperparameters():
     rng = np.random.default_rng(0)
     t, p, g = (jnp.asarray(rng.normal(size=(4, 3))) for _ in range(3))
     alphas = jnp.array([0.1, 0.5, 1.0, 2.0])
-    step = jax.jit(jax.vmap(lambda t, p, g, a: inna_jax.inna_step(
-        t, p, g, learning_rate=0.05, alpha=a, beta=0.2)))
+    step = jax.jit(
+        jax.vmap(
+            lambda t, p, g, a: inna_jax.inna_step(t, p, g, learning_rate=0.05, alpha=a, beta=0.2)
+        )
+    )
     t1, p1 = step(t, p, g, alphas)
     for i, a in enumerate(np.asarray(alphas)):
         et, ep = _numpy_step(np.asarray(t[i]), np.asarray(p[i]), np.asarray(g[i]), 0.05, a, 0.2)
@@ -202,12 +222,14 @@ def test_step_under_shard_map_on_8_devices():
         g = jax.lax.pmean(jnp.mean(g, axis=0), "data")
         return inna_jax.inna_step(t, p, g, learning_rate=0.1, alpha=0.5, beta=0.1)
 
-    f = jax.jit(jax.shard_map(per_shard, mesh=mesh, in_specs=(P(), P(), P("data")),
-                              out_specs=(P(), P())))
+    f = jax.jit(
+        jax.shard_map(per_shard, mesh=mesh, in_specs=(P(), P(), P("data")), out_specs=(P(), P()))
+    )
     g_sharded = jax.device_put(per_example_grads, NamedSharding(mesh, P("data")))
     t1, p1 = f(t, p, g_sharded)
-    et, ep = _numpy_step(np.asarray(t), np.asarray(p), np.asarray(per_example_grads).mean(0),
-                         0.1, 0.5, 0.1)
+    et, ep = _numpy_step(
+        np.asarray(t), np.asarray(p), np.asarray(per_example_grads).mean(0), 0.1, 0.5, 0.1
+    )
     np.testing.assert_allclose(t1, et, rtol=1e-13)
     np.testing.assert_allclose(p1, ep, rtol=1e-13)
 
@@ -250,8 +272,9 @@ def test_converges_on_rosenbrock():
     def rosenbrock(p):
         return (1 - p[0]) ** 2 + 100 * (p[1] - p[0] ** 2) ** 2
 
-    params, _ = _run(inna_jax.inna(0.01, alpha=1.0, beta=0.1), rosenbrock,
-                     jnp.array([-1.2, 1.0]), 5000)
+    params, _ = _run(
+        inna_jax.inna(0.01, alpha=1.0, beta=0.1), rosenbrock, jnp.array([-1.2, 1.0]), 5000
+    )
     np.testing.assert_allclose(params, [1.0, 1.0], atol=1e-6)
 
 
@@ -275,8 +298,9 @@ def test_transform_is_inna_with_alpha_beta_first():
     a, _ = _run(inna_jax.transform(0.3, 0.2, learning_rate=0.05), loss, p0, 50)
     b, _ = _run(inna_jax.inna(0.05, 0.3, 0.2), loss, p0, 50)
     np.testing.assert_array_equal(a, b)
-    chained = optax.chain(optax.clip_by_global_norm(1e9), inna_jax.transform(0.3, 0.2,
-                                                                             learning_rate=0.05))
+    chained = optax.chain(
+        optax.clip_by_global_norm(1e9), inna_jax.transform(0.3, 0.2, learning_rate=0.05)
+    )
     c, _ = _run(chained, loss, p0, 50)
     np.testing.assert_array_equal(a, c)
 
@@ -286,7 +310,8 @@ def test_inject_hyperparams_gives_the_same_numbers():
     p0 = jnp.linspace(-1.0, 2.0, 6)
     plain, _ = _run(inna_jax.inna(0.07, 0.6, 0.3, initial_speed=1.0), loss, p0, 40)
     injected_tx = optax.inject_hyperparams(inna_jax.inna)(
-        learning_rate=0.07, alpha=0.6, beta=0.3, initial_speed=1.0)
+        learning_rate=0.07, alpha=0.6, beta=0.3, initial_speed=1.0
+    )
     injected, state = _run(injected_tx, loss, p0, 40)
     np.testing.assert_allclose(injected, plain, rtol=1e-14)
     assert set(state.hyperparams) >= {"learning_rate", "alpha", "beta"}
