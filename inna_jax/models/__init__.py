@@ -1,5 +1,8 @@
 """Flax NNX models: MLP, small CNN and Network-in-Network."""
 
+from inna_jax.models._cnn import SmallCNN as SmallCNN
+from inna_jax.models._cnn import count_params as count_params
 from inna_jax.models._mlp import MLP as MLP
+from inna_jax.models._nin import NiN as NiN
 
-__all__ = ["MLP"]
+__all__ = ["MLP", "NiN", "SmallCNN", "count_params"]
