@@ -85,6 +85,9 @@ def test_nin_dropout_follows_train_and_eval():
     np.testing.assert_array_equal(model(x), model(x))
     model.train()
     assert not np.allclose(model(x), model(x))
+    # Without dropout the model holds parameters only.
+    _, _, rest = nnx.split(NiN(5, rngs=nnx.Rngs(0)), nnx.Param, ...)
+    assert jax.tree.leaves(rest) == []
 
 
 @pytest.mark.parametrize(

@@ -80,7 +80,8 @@ class NiN(nnx.Module):
                 c_in = c_out
             convs.append(nnx.List(layer))
         self.blocks = nnx.List(convs)
-        self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
+        # Without dropout the model holds parameters only (no RNG state to carry).
+        self.dropout = nnx.Dropout(dropout_rate, rngs=rngs if dropout_rate > 0 else None)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """Logits of shape ``(batch, num_classes)`` for NHWC images ``x``."""

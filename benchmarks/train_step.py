@@ -1,0 +1,104 @@
+"""Time one INNA training step against one SGD step on the Network-in-Network.
+
+Both steps are the same jitted function: forward, cross-entropy, backward, optimizer
+update, ``optax.apply_updates``; only the optax transformation differs. INNA is
+``inna_jax.inna(power_decay(0.1), 0.5, 0.1)`` and SGD is ``optax.sgd(power_decay(0.1))``,
+as in the paper's Figure 2. After compilation, the two steps are timed in alternation
+(``block_until_ready`` after each block of steps), and the median time per step of each is
+reported with the ratio INNA / SGD. Target: INNA <= 1.03 x SGD.
+
+    python benchmarks/train_step.py                 # CPU: batch 32, a few steps
+    python benchmarks/train_step.py --steps 50 --repeats 11 --batch-size 128   # GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+import inna_jax
+from inna_jax.models import NiN, count_params
+
+
+def make_step(graphdef, tx):
+    """The jitted pure step ``(params, opt_state, x, y) -> (params, opt_state, loss)``."""
+
+    def step(params, opt_state, x, y):
+        def loss_fn(p):
+            logits = nnx.merge(graphdef, p)(x)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return jax.jit(step, donate_argnums=(0, 1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=32, help="images per step")
+    parser.add_argument("--steps", type=int, default=3, help="steps per timed block")
+    parser.add_argument("--repeats", type=int, default=7, help="timed blocks per optimizer")
+    parser.add_argument("--classes", type=int, default=100, help="NiN outputs (CIFAR-100)")
+    args = parser.parse_args()
+
+    dev = jax.devices()[0]
+    print(
+        f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs; jax {jax.__version__} on {dev.platform} ({dev.device_kind})"
+    )
+    model = NiN(args.classes, rngs=nnx.Rngs(0))
+    graphdef, params0 = nnx.split(model, nnx.Param)
+    print(
+        f"model: NiN, {count_params(model):,} parameters; batch {args.batch_size}, "
+        f"{args.steps} steps x {args.repeats} repeats per optimizer"
+    )
+    kx, ky = jax.random.split(jax.random.key(0))
+    x = jax.random.normal(kx, (args.batch_size, 32, 32, 3), jnp.float32)
+    y = jax.random.randint(ky, (args.batch_size,), 0, args.classes)
+
+    schedule = inna_jax.power_decay(0.1, 0.5)
+    optimizers = {
+        "SGD": optax.sgd(schedule),
+        "INNA": inna_jax.inna(schedule, alpha=0.5, beta=0.1),
+    }
+    runs = {}
+    for name, tx in optimizers.items():
+        params = jax.tree.map(jnp.copy, params0)
+        step = make_step(graphdef, tx)
+        state = (params, tx.init(params))
+        p, s, loss = step(*state, x, y)  # compile and warm up
+        jax.block_until_ready((p, s, loss))
+        runs[name] = [step, (p, s), []]
+
+    for _ in range(args.repeats):
+        for name in optimizers:  # alternate, so that drift on a shared machine hits both
+            step, state, times = runs[name]
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                p, s, loss = step(*state, x, y)
+                state = (p, s)
+            jax.block_until_ready(state)
+            times.append((time.perf_counter() - start) / args.steps)
+            runs[name][1] = state
+
+    medians = {name: statistics.median(run[2]) for name, run in runs.items()}
+    for name, t in medians.items():
+        spread = f"min {min(runs[name][2]) * 1e3:.2f}, max {max(runs[name][2]) * 1e3:.2f}"
+        print(f"{name:5s} step: median {t * 1e3:8.2f} ms ({spread})")
+    ratio = medians["INNA"] / medians["SGD"]
+    verdict = "meets" if ratio <= 1.03 else "misses"
+    print(f"ratio INNA / SGD = {ratio:.3f} ({verdict} the target <= 1.03)")
+
+
+if __name__ == "__main__":
+    main()
