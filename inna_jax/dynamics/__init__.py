@@ -1,0 +1,58 @@
+r"""Continuous time: DIN and the ODE limits of GD, heavy ball and Nesterov, on diffrax.
+
+- Vector fields on pytrees, ready for ``diffrax.ODETerm``: :func:`din_vector_field`,
+  :func:`din_hessian_form`, :func:`gradient_flow`, :func:`heavy_ball_ode`,
+  :func:`nesterov_ode`.
+- Solves with defaults that survive nonsmooth losses: :func:`solve_din`,
+  :func:`solve_gradient_flow`, :func:`solve_heavy_ball`, :func:`solve_nesterov`.
+- Discrete against continuous: :func:`compare`, :func:`convergence_order`.
+
+Time scalings: INNA and GD with steps :math:`\gamma_k` follow their ODEs on
+:math:`t_k = \sum_{i<k}\gamma_i`; heavy ball (step :math:`\eta`, momentum
+:math:`1 - a\sqrt\eta`) and Nesterov (step :math:`s`, momentum :math:`(k-1)/(k+r-1)`) on
+:math:`t = k\sqrt\eta`.
+"""
+
+from inna_jax.dynamics._compare import METHODS as METHODS
+from inna_jax.dynamics._compare import Comparison as Comparison
+from inna_jax.dynamics._compare import OrderFit as OrderFit
+from inna_jax.dynamics._compare import compare as compare
+from inna_jax.dynamics._compare import convergence_order as convergence_order
+from inna_jax.dynamics._compare import nesterov_scan as nesterov_scan
+from inna_jax.dynamics._fields import din_hessian_form as din_hessian_form
+from inna_jax.dynamics._fields import din_vector_field as din_vector_field
+from inna_jax.dynamics._fields import gradient_flow as gradient_flow
+from inna_jax.dynamics._fields import heavy_ball_ode as heavy_ball_ode
+from inna_jax.dynamics._fields import nesterov_ode as nesterov_ode
+from inna_jax.dynamics._solve import DEFAULT_MAX_STEPS as DEFAULT_MAX_STEPS
+from inna_jax.dynamics._solve import DinSolution as DinSolution
+from inna_jax.dynamics._solve import FlowSolution as FlowSolution
+from inna_jax.dynamics._solve import SecondOrderSolution as SecondOrderSolution
+from inna_jax.dynamics._solve import default_controller as default_controller
+from inna_jax.dynamics._solve import solve_din as solve_din
+from inna_jax.dynamics._solve import solve_gradient_flow as solve_gradient_flow
+from inna_jax.dynamics._solve import solve_heavy_ball as solve_heavy_ball
+from inna_jax.dynamics._solve import solve_nesterov as solve_nesterov
+
+__all__ = [
+    "DEFAULT_MAX_STEPS",
+    "METHODS",
+    "Comparison",
+    "DinSolution",
+    "FlowSolution",
+    "OrderFit",
+    "SecondOrderSolution",
+    "compare",
+    "convergence_order",
+    "default_controller",
+    "din_hessian_form",
+    "din_vector_field",
+    "gradient_flow",
+    "heavy_ball_ode",
+    "nesterov_ode",
+    "nesterov_scan",
+    "solve_din",
+    "solve_gradient_flow",
+    "solve_heavy_ball",
+    "solve_nesterov",
+]
