@@ -227,7 +227,7 @@ def fit(
     state = TrainState(
         params=params,
         rest=rest,
-        opt_state=optimizer.init(params),
+        opt_state=jax.jit(optimizer.init)(params),  # one compilation, not one per op
         ok=jnp.array(True),
         bad_step=jnp.array(-1, jnp.int32),
         step=jnp.array(0, jnp.int32),

@@ -1,0 +1,60 @@
+"""One process of the two-process data-parallel test (tests/test_distributed.py).
+
+Usage: python tests/_distributed_worker.py PROCESS_ID PORT OUT_NPZ
+
+Each process has 2 CPU devices; jax.distributed joins them on 127.0.0.1 with gloo CPU
+collectives into one 4-device mesh, and the same ``fit`` call trains on it.
+"""
+
+import os
+import sys
+
+if __name__ == "__main__":  # as a subprocess; imported by the test, it changes nothing
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+
+import jax  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+
+from inna_jax.train import data_mesh, fit, initialize_distributed  # noqa: E402
+
+
+def make_run():
+    """Model, optimizer and data shared with the one-process reference in the test."""
+    from flax import nnx
+
+    import inna_jax
+    from inna_jax.data import load_digits
+    from inna_jax.models import MLP
+
+    d = load_digits()
+    data = d._replace(
+        x_train=d.x_train[:128], y_train=d.y_train[:128], x_test=d.x_test[:40], y_test=d.y_test[:40]
+    )
+    model = MLP(64, (16,), 10, rngs=nnx.Rngs(0))
+    tx = inna_jax.inna(inna_jax.power_decay(0.1), alpha=0.5, beta=0.1)
+    return model, tx, data
+
+
+def main(process_id: int, port: int, out: str) -> None:
+    import json
+
+    import numpy as np
+    from flax import nnx
+
+    initialize_distributed(f"127.0.0.1:{port}", 2, process_id, cpu_collectives="gloo")
+    assert jax.process_count() == 2 and len(jax.devices()) == 4, jax.devices()
+    assert len(jax.local_devices()) == 2
+    model, tx, data = make_run()
+    result = fit(model, tx, data, epochs=2, batch_size=16, seed=7, mesh=data_mesh(), quiet=True)
+    flat = {
+        "/".join(map(str, path)): np.asarray(v[...])
+        for path, v in nnx.to_flat_state(nnx.state(model, nnx.Param))
+    }
+    flat["__history__"] = np.array(json.dumps(result.history))
+    np.savez(out, **flat)
+    jax.distributed.shutdown()
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])
