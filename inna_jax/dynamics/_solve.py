@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from inna_jax._inna import inna_psi0
-from inna_jax._validation import check_positive, concrete_float
+from inna_jax._validation import check_nonnegative, check_positive, concrete_float
 from inna_jax.dynamics._fields import (
     din_vector_field,
     gradient_flow,
@@ -118,8 +118,34 @@ class FlowSolution(NamedTuple):
     num_steps: jax.Array
 
 
+def _nesterov_series(theta0, g0, r, t):
+    """The start of the Nesterov solution at rest: (X(t), X'(t)) up to O(t^4), O(t^3)."""
+    x = jax.tree.map(lambda x, g: x - t**2 / (2 * (r + 1)) * g, theta0, g0)
+    v = jax.tree.map(lambda g: -t / (r + 1) * g, g0)
+    return x, v
+
+
+def _field_and_start(kind, grad_fn, theta0, hyper, extra, t0):
+    """The vector field and the initial state of one of the four ODEs."""
+    if kind == "din":
+        alpha, beta, speed = hyper
+        psi0 = inna_psi0(theta0, grad_fn(theta0), alpha=alpha, beta=beta, initial_speed=speed)
+        return din_vector_field(grad_fn, alpha, beta), (theta0, psi0)
+    if kind == "flow":
+        (scale,) = hyper
+        return gradient_flow(grad_fn, scale), theta0
+    if kind == "heavy_ball":
+        (damping,) = hyper
+        velocity0 = jax.tree.map(jnp.zeros_like, theta0) if extra is None else extra
+        return heavy_ball_ode(grad_fn, damping), (theta0, velocity0)
+    (r,) = hyper
+    return nesterov_ode(grad_fn, r), _nesterov_series(theta0, grad_fn(theta0), r, t0)
+
+
 @eqx.filter_jit
-def _integrate(field, y0, t0, t1, ts, solver, controller, dt0, max_steps):
+def _integrate(kind, loss_fn, theta0, hyper, extra, t0, t1, ts, solver, controller, dt0, steps):
+    grad_fn = _Grad(loss_fn)
+    field, y0 = _field_and_start(kind, grad_fn, theta0, hyper, extra, t0)
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(field),
         solver,
@@ -127,15 +153,40 @@ def _integrate(field, y0, t0, t1, ts, solver, controller, dt0, max_steps):
         t1,
         dt0,
         y0,
-        saveat=diffrax.SaveAt(ts=ts),
+        saveat=diffrax.SaveAt(ts=jnp.maximum(ts, t0)),
         stepsize_controller=controller,
-        max_steps=max_steps,
+        max_steps=steps,
     )
-    return sol.ts, sol.ys, sol.stats["num_steps"]
+    ys = sol.ys
+    if kind == "nesterov":
+        # save times before t0 (such as t = 0) come from the series at 0
+        early = ts < t0
+        series = jax.vmap(lambda t: _nesterov_series(theta0, grad_fn(theta0), hyper[0], t))(ts)
+
+        def fill(solved, start):
+            mask = early.reshape((-1,) + (1,) * (solved.ndim - 1))
+            return jnp.where(mask, start, solved)
+
+        ys = jax.tree.map(fill, ys, series)
+    return ts, ys, sol.stats["num_steps"]
 
 
-def _run(field, y0, *, t0, t1, ts, solver, stepsize_controller, dt0, max_steps):
-    """Validates the options and calls the compiled integrator."""
+def _run(
+    kind,
+    loss_fn,
+    theta0,
+    hyper,
+    extra=None,
+    *,
+    t0,
+    t1,
+    ts,
+    solver,
+    stepsize_controller,
+    dt0,
+    max_steps,
+):
+    """Validates the options and calls the compiled integrator (hyperparameters as arrays)."""
     t1_value = concrete_float(t1)
     t0_value = concrete_float(t0)
     if t1_value is not None and t0_value is not None and not t1_value > t0_value:
@@ -149,12 +200,15 @@ def _run(field, y0, *, t0, t1, ts, solver, stepsize_controller, dt0, max_steps):
     t0 = jnp.asarray(t0, dtype=float)
     t1 = jnp.asarray(t1, dtype=float)
     if ts is None:
-        ts = jnp.linspace(t0, t1, DEFAULT_NUM_SAVES)
+        ts = jnp.linspace(0.0, t1, DEFAULT_NUM_SAVES)
     ts = jnp.asarray(ts, dtype=t1.dtype)
     if ts.ndim != 1:
         raise ValueError(f"ts must be a 1-d array of times, got shape {ts.shape}")
     dt0 = None if dt0 is None else jnp.asarray(dt0, dtype=t1.dtype)
-    return _integrate(field, y0, t0, t1, ts, solver, controller, dt0, int(max_steps))
+    hyper = tuple(jnp.asarray(h) for h in hyper)
+    return _integrate(
+        kind, loss_fn, theta0, hyper, extra, t0, t1, ts, solver, controller, dt0, int(max_steps)
+    )
 
 
 def solve_din(
@@ -214,12 +268,14 @@ def solve_din(
         Castera, Bolte, Févotte, Pauwels, "An Inertial Newton Algorithm for Deep Learning",
         JMLR 22 (2021), Section 2. Kidger, "On Neural Differential Equations", 2021 (diffrax).
     """
-    grad_fn = _Grad(loss_fn)
-    field = din_vector_field(grad_fn, alpha, beta)
-    psi0 = inna_psi0(theta0, grad_fn(theta0), alpha=alpha, beta=beta, initial_speed=initial_speed)
+    check_positive("alpha", alpha)
+    check_positive("beta", beta)
+    check_nonnegative("initial_speed", initial_speed)
     ts, (theta, psi), num_steps = _run(
-        field,
-        (theta0, psi0),
+        "din",
+        loss_fn,
+        theta0,
+        (alpha, beta, initial_speed),
         t0=0.0,
         t1=t1,
         ts=ts,
@@ -277,9 +333,12 @@ def solve_gradient_flow(
     References:
         Bu, Xu, Chen, AISTATS 2021.
     """
+    check_positive("scale", scale)
     ts, theta, num_steps = _run(
-        gradient_flow(_Grad(loss_fn), scale),
+        "flow",
+        loss_fn,
         theta0,
+        (scale,),
         t0=0.0,
         t1=t1,
         ts=ts,
@@ -341,11 +400,13 @@ def solve_heavy_ball(
     References:
         Polyak (1964). Bu, Xu, Chen, AISTATS 2021.
     """
-    if velocity0 is None:
-        velocity0 = jax.tree.map(jnp.zeros_like, theta0)
+    check_nonnegative("damping", damping)
     ts, (theta, velocity), num_steps = _run(
-        heavy_ball_ode(_Grad(loss_fn), damping),
-        (theta0, velocity0),
+        "heavy_ball",
+        loss_fn,
+        theta0,
+        (damping,),
+        velocity0,
         t0=0.0,
         t1=t1,
         ts=ts,
@@ -420,39 +481,17 @@ def solve_nesterov(
     """
     check_positive("t0", t0)
     check_positive("r", r)
-    grad_fn = _Grad(loss_fn)
-    g0 = grad_fn(theta0)
-    r_arr = jnp.asarray(r)
-    t0_arr = jnp.asarray(t0, dtype=float)
-
-    def series(t):
-        x = jax.tree.map(lambda x, g: x - t**2 / (2 * (r_arr + 1)) * g, theta0, g0)
-        v = jax.tree.map(lambda g: -t / (r_arr + 1) * g, g0)
-        return x, v
-
-    t1_arr = jnp.asarray(t1, dtype=float)
-    if ts is None:
-        ts = jnp.linspace(0.0, t1_arr, DEFAULT_NUM_SAVES)
-    ts = jnp.asarray(ts, dtype=t1_arr.dtype)
-    solver_ts = jnp.maximum(ts, t0_arr)
-    out_ts, (theta, velocity), num_steps = _run(
-        nesterov_ode(grad_fn, r),
-        series(t0_arr),
-        t0=t0_arr,
-        t1=t1_arr,
-        ts=solver_ts,
+    ts, (theta, velocity), num_steps = _run(
+        "nesterov",
+        loss_fn,
+        theta0,
+        (r,),
+        t0=t0,
+        t1=t1,
+        ts=ts,
         solver=solver,
         stepsize_controller=stepsize_controller,
         dt0=dt0,
         max_steps=max_steps,
     )
-    early = ts < t0_arr
-
-    def fill(solved, start):
-        mask = early.reshape((-1,) + (1,) * (solved.ndim - 1))
-        return jnp.where(mask, start, solved)
-
-    x_early, v_early = jax.vmap(series)(ts)
-    theta = jax.tree.map(fill, theta, x_early)
-    velocity = jax.tree.map(fill, velocity, v_early)
     return SecondOrderSolution(ts, theta, velocity, num_steps)
