@@ -3,6 +3,7 @@
 The public API is exactly what is re-exported here; see ``__all__``.
 """
 
+from inna_jax import dynamics as dynamics
 from inna_jax._inna import InnaState as InnaState
 from inna_jax._inna import inna as inna
 from inna_jax._inna import inna_psi0 as inna_psi0
@@ -14,6 +15,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "InnaState",
+    "dynamics",
     "inna",
     "inna_psi0",
     "inna_step",

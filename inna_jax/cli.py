@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 # subcommand -> module in inna_jax.reproduce
 COMMANDS: dict[str, str] = {
+    "figure1": "inna_jax.reproduce.figure1",
     "demo": "inna_jax.reproduce.demo",
 }
 
