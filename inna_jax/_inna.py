@@ -199,6 +199,19 @@ class InnaState(NamedTuple):
         psi_minus_theta: :math:`z_k = \psi_k - \theta_k`, a pytree like the parameters.
             The auxiliary variable is :math:`\psi_k = z_k + \theta_k`. Storing :math:`z`
             instead of :math:`\psi` lets XLA update both buffers in place (see :func:`inna`).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import inna_jax
+        >>> theta = jnp.array([1.0, 2.0])
+        >>> tx = inna_jax.inna(0.1, alpha=0.5, beta=0.1)
+        >>> _, state = tx.update(jnp.array([0.5, 0.5]), tx.init(theta), theta)
+        >>> int(state.count)
+        1
+
+    References:
+        Castera, Bolte, Févotte, Pauwels, "An Inertial Newton Algorithm for Deep Learning",
+        JMLR 22 (2021), Section 2.
     """
 
     count: jax.Array
@@ -298,8 +311,8 @@ def inna(
         >>> for _ in range(300):
         ...     updates, state = tx.update(jax.grad(loss)(params), state, params)
         ...     params = optax.apply_updates(params, updates)
-        >>> params["w"].round(3)
-        Array([3., 3.], dtype=float32)
+        >>> [round(float(w), 3) for w in params["w"]]
+        [3.0, 3.0]
 
     References:
         Castera, Bolte, Févotte, Pauwels, "An Inertial Newton Algorithm for Deep Learning",
