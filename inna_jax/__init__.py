@@ -4,21 +4,31 @@ The public API is exactly what is re-exported here; see ``__all__``.
 """
 
 from inna_jax import dynamics as dynamics
+from inna_jax._egn import egn as egn
+from inna_jax._egn import egn_direction as egn_direction
+from inna_jax._gauss_newton_step import GaussNewtonState as GaussNewtonState
 from inna_jax._inna import InnaState as InnaState
 from inna_jax._inna import inna as inna
 from inna_jax._inna import inna_psi0 as inna_psi0
 from inna_jax._inna import inna_step as inna_step
 from inna_jax._inna import transform as transform
+from inna_jax._ntk import ntk_gram as ntk_gram
 from inna_jax._schedules import power_decay as power_decay
+from inna_jax._sgn import sgn as sgn
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "GaussNewtonState",
     "InnaState",
     "dynamics",
+    "egn",
+    "egn_direction",
     "inna",
     "inna_psi0",
     "inna_step",
+    "ntk_gram",
     "power_decay",
+    "sgn",
     "transform",
 ]
