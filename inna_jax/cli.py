@@ -15,6 +15,7 @@ from collections.abc import Sequence
 COMMANDS: dict[str, str] = {
     "figure1": "inna_jax.reproduce.figure1",
     "demo": "inna_jax.reproduce.demo",
+    "benchmark": "inna_jax.reproduce.figure2",
 }
 
 

@@ -1,0 +1,629 @@
+"""Figure 2 of the INNA paper: SGD, Adagrad, Adam and three INNA settings trained side by side.
+
+The authors' protocol (Castera et al., JMLR 2021, Section 5; REFERENCE section 1): batch 32,
+cross-entropy; gamma_k = gamma_0 / sqrt(k + 1) for INNA and SGD, constant learning rates for
+Adam and Adagrad; gamma_0 per method chosen by a grid search on the first epochs (lowest
+training loss); several seeds, all methods starting from the same initial weights for a
+given seed; curves of log10 training loss and test accuracy (mean, min-max band) and a
+final table. The paper's setting is ``--dataset cifar100 --data-dir DIR --epochs 200
+--seeds 5`` (a Network-in-Network of 984,356 parameters; for accelerators). The default is
+a REDUCED setting that runs on a CPU in minutes: scikit-learn's 8x8 digits and a small CNN.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import optax
+from flax import nnx
+
+import inna_jax
+from inna_jax.data import ArrayDataset, load_cifar100, load_digits, load_mnist1d
+from inna_jax.models import NiN, SmallCNN, count_params
+
+METHODS = (
+    "SGD",
+    "Adagrad",
+    "Adam",
+    "INNA (0.1, 0.1)",
+    "INNA (0.5, 0.1)",
+    "INNA (0.5, 0.5)",
+)
+INNA_SETTINGS = {
+    "INNA (0.1, 0.1)": (0.1, 0.1),
+    "INNA (0.5, 0.1)": (0.5, 0.1),
+    "INNA (0.5, 0.5)": (0.5, 0.5),
+}
+#: gamma_0 grids of the reduced runs (digits, mnist1d): 4 values each, to stay in minutes.
+REDUCED_GRIDS: dict[str, tuple[float, ...]] = {
+    "SGD": (0.1, 0.3, 1.0, 3.0),
+    "Adagrad": (0.03, 0.1, 0.3, 1.0),
+    "Adam": (0.001, 0.003, 0.01, 0.03),
+    **{m: (0.1, 0.3, 1.0, 3.0) for m in INNA_SETTINGS},
+}
+#: gamma_0 grids of the CIFAR-100 runs: 6 values each, factors of about 3 (the paper does
+#: not publish its grids).
+PAPER_GRIDS: dict[str, tuple[float, ...]] = {
+    "SGD": (0.003, 0.01, 0.03, 0.1, 0.3, 1.0),
+    "Adagrad": (0.001, 0.003, 0.01, 0.03, 0.1, 0.3),
+    "Adam": (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3),
+    **{m: (0.003, 0.01, 0.03, 0.1, 0.3, 1.0) for m in INNA_SETTINGS},
+}
+DATASETS = ("digits", "mnist1d", "cifar100")
+#: The paper's setting: dataset, epochs, seeds, batch size, grid-search epochs.
+PAPER = {"dataset": "cifar100", "epochs": 200, "seeds": 5, "batch_size": 32, "grid_epochs": 15}
+_REDUCED_DEFAULTS = {"epochs": 20, "grid_epochs": 3}
+
+
+def make_optimizer(method: str, gamma0: float) -> optax.GradientTransformation:
+    r"""The optimizer of one Figure-2 method with initial step :math:`\gamma_0`.
+
+    INNA (:math:`\alpha, \beta`) and SGD use :math:`\gamma_k = \gamma_0/\sqrt{k+1}`
+    (:func:`~inna_jax.power_decay` with power 1/2); Adam and Adagrad use the constant
+    learning rate :math:`\gamma_0` and their own adaptivity (optax defaults otherwise).
+
+    Args:
+        method: one of :data:`METHODS`.
+        gamma0: the initial step size, ``> 0``.
+
+    Returns:
+        An ``optax.GradientTransformation``.
+
+    Example:
+        >>> from inna_jax.reproduce.figure2 import make_optimizer
+        >>> tx = make_optimizer("INNA (0.5, 0.1)", 0.1)
+        >>> type(tx).__name__
+        'GradientTransformation'
+    """
+    if not (isinstance(gamma0, int | float) and math.isfinite(gamma0) and gamma0 > 0):
+        raise ValueError(f"gamma0 must be a finite number > 0, got gamma0={gamma0!r}")
+    if method in INNA_SETTINGS:
+        alpha, beta = INNA_SETTINGS[method]
+        return inna_jax.inna(inna_jax.power_decay(gamma0, 0.5), alpha, beta)
+    if method == "SGD":
+        return optax.sgd(inna_jax.power_decay(gamma0, 0.5))
+    if method == "Adam":
+        return optax.adam(gamma0)
+    if method == "Adagrad":
+        return optax.adagrad(gamma0)
+    raise ValueError(f"method must be one of {METHODS}, got method={method!r}")
+
+
+def load_dataset(
+    dataset: str,
+    *,
+    data_dir: str | Path | None = None,
+    num_train: int | None = None,
+    num_test: int | None = None,
+) -> ArrayDataset:
+    """The data set of a run, optionally cut to its first ``num_train``/``num_test`` examples.
+
+    Example:
+        >>> from inna_jax.reproduce.figure2 import load_dataset
+        >>> load_dataset("digits", num_train=100).x_train.shape
+        (100, 64)
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {DATASETS}, got dataset={dataset!r}")
+    for name, n in (("num_train", num_train), ("num_test", num_test)):
+        if n is not None and (int(n) != n or n < 1):
+            raise ValueError(f"{name} must be a positive integer or None, got {name}={n!r}")
+    if dataset == "cifar100":
+        if data_dir is None:
+            raise ValueError(
+                "dataset='cifar100' needs data_dir: the folder holding cifar-100-python/ "
+                "(train, test, meta)"
+            )
+        return load_cifar100(data_dir, num_train=num_train, num_test=num_test)
+    data = load_digits() if dataset == "digits" else load_mnist1d()
+    return data._replace(
+        x_train=data.x_train[:num_train],
+        y_train=data.y_train[:num_train],
+        x_test=data.x_test[:num_test],
+        y_test=data.y_test[:num_test],
+    )
+
+
+def make_model(dataset: str, num_classes: int, seed: int) -> nnx.Module:
+    """The model of a data set, initialised from ``seed``: NiN on CIFAR-100, else a small CNN.
+
+    Example:
+        >>> from inna_jax.models import count_params
+        >>> from inna_jax.reproduce.figure2 import make_model
+        >>> count_params(make_model("digits", 10, seed=0))
+        9930
+    """
+    rngs = nnx.Rngs(seed)
+    if dataset == "cifar100":
+        return NiN(num_classes, rngs=rngs)
+    shape = (8, 8, 1) if dataset == "digits" else (40, 1)
+    return SmallCNN(shape, num_classes, rngs=rngs)
+
+
+def _train(dataset, data, method, gamma0, *, seed, epochs, batch_size, mesh, quiet):
+    """One run: returns (history rows, diverged)."""
+    from inna_jax.train import fit
+
+    model = make_model(dataset, data.num_classes, seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # divergence is recorded, not noise
+        result = fit(
+            model,
+            make_optimizer(method, gamma0),
+            data,
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=seed,
+            mesh=mesh,
+            quiet=quiet,
+            desc=f"{method} g0={gamma0:g} seed={seed}",
+        )
+    return result.history, result.diverged
+
+
+def grid_search(
+    dataset: str,
+    data: ArrayDataset,
+    grids: Mapping[str, Sequence[float]],
+    *,
+    epochs: int,
+    batch_size: int = 32,
+    seed: int = 0,
+    mesh=None,
+    quiet: bool = True,
+) -> tuple[dict[str, float], list[dict]]:
+    """Picks each method's :math:`\\gamma_0`: the lowest training loss after ``epochs`` epochs.
+
+    Every candidate starts from the weights of ``seed`` and sees the same batches. A run
+    that diverges (non-finite loss) scores ``inf``; ties go to the smaller value. A grid of
+    one value is taken as is, without training (its row has ``train_loss=None``).
+
+    Returns:
+        ``(best, rows)``: the chosen value per method, and one row per candidate with keys
+        ``method``, ``gamma0``, ``train_loss``, ``diverged``, ``chosen``.
+    """
+    best, rows = {}, []
+    for method, values in grids.items():
+        if len(values) == 1:  # nothing to choose: no run
+            best[method] = float(values[0])
+            rows.append(
+                {
+                    "method": method,
+                    "gamma0": best[method],
+                    "train_loss": None,
+                    "diverged": None,
+                    "chosen": True,
+                }
+            )
+            continue
+        scores = []
+        for g in values:
+            history, diverged = _train(
+                dataset,
+                data,
+                method,
+                float(g),
+                seed=seed,
+                epochs=epochs,
+                batch_size=batch_size,
+                mesh=mesh,
+                quiet=quiet,
+            )
+            loss = history[-1]["train_loss"]
+            score = math.inf if diverged or not math.isfinite(loss) else loss
+            scores.append(score)
+            rows.append(
+                {
+                    "method": method,
+                    "gamma0": float(g),
+                    "train_loss": score,
+                    "diverged": bool(diverged),
+                }
+            )
+        i = min(range(len(values)), key=lambda j: (scores[j], values[j]))
+        best[method] = float(values[i])
+        for row in rows[-len(values) :]:
+            row["chosen"] = row["gamma0"] == best[method]
+    return best, rows
+
+
+def _curves(histories: list[list[dict]], epochs: int) -> dict[str, np.ndarray]:
+    """Per-seed arrays ``(seeds, epochs + 1)``, NaN after a divergence."""
+    out = {}
+    for key in ("train_loss", "test_accuracy"):
+        a = np.full((len(histories), epochs + 1), np.nan)
+        for s, hist in enumerate(histories):
+            for row in hist:
+                a[s, row["epoch"]] = row[key]
+        out[key] = a
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["log10_train_loss"] = np.log10(out["train_loss"])
+    return out
+
+
+def _band(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns after divergence
+        return np.nanmean(a, 0), np.nanmin(a, 0), np.nanmax(a, 0)
+
+
+def _setting_label(dataset, model_params, epochs, seeds, reduced, num_train):
+    name = {"digits": "digits 8x8", "mnist1d": "mnist1d", "cifar100": "CIFAR-100"}[dataset]
+    model = "NiN" if dataset == "cifar100" else "small CNN"
+    subset = f", first {num_train} training examples" if num_train else ""
+    what = f"{name}{subset}, {model} ({model_params:,} params), {epochs} epochs, {seeds} seeds"
+    if reduced:
+        return f"REDUCED setting, not the paper's (CIFAR-100, NiN, 200 epochs, 5 seeds): {what}"
+    return f"paper setting: {what}"
+
+
+def _plot(path, curves, table, label):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    for method, c in curves.items():
+        g0 = table[method]["gamma0"]
+        for ax, key in zip(axes, ("log10_train_loss", "test_accuracy"), strict=True):
+            mean, lo, hi = _band(c[key])
+            epochs = np.arange(len(mean))
+            (line,) = ax.plot(epochs, mean, label=f"{method}, $\\gamma_0$={g0:g}")
+            ax.fill_between(epochs, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+    axes[0].set(xlabel="epoch", ylabel="log10 training loss", title="training loss")
+    axes[1].set(xlabel="epoch", ylabel="test accuracy", title="test accuracy")
+    axes[1].legend(fontsize=8, loc="lower right")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"Figure 2 (mean, min-max band over seeds)\n{label}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _format_table(rows: list[dict]) -> str:
+    head = (
+        f"{'method':16s} {'gamma0':>8s} {'log10 train loss (min..max)':>30s} "
+        f"{'test accuracy (min..max)':>28s} {'diverged':>8s}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        loss = (
+            f"{r['log10_train_loss']:+.3f} ({r['log10_train_loss_min']:+.3f}.."
+            f"{r['log10_train_loss_max']:+.3f})"
+        )
+        acc = (
+            f"{r['test_accuracy']:.4f} ({r['test_accuracy_min']:.4f}..{r['test_accuracy_max']:.4f})"
+        )
+        lines.append(
+            f"{r['method']:16s} {r['gamma0']:8g} {loss:>30s} {acc:>28s} {r['diverged_seeds']:>8d}"
+        )
+    return "\n".join(lines)
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def run(
+    *,
+    dataset: str = "digits",
+    data_dir: str | Path | None = None,
+    epochs: int | None = None,
+    seeds: int = 5,
+    batch_size: int = 32,
+    grid_epochs: int | None = None,
+    grids: Mapping[str, Sequence[float]] | None = None,
+    methods: Sequence[str] = METHODS,
+    num_train: int | None = None,
+    num_test: int | None = None,
+    devices: int | None = None,
+    out: str | Path = "results/figure2",
+    quiet: bool = True,
+    verbose: bool = True,
+) -> dict:
+    """Runs the Figure-2 protocol and writes its grid, curves, table and plot to ``out``.
+
+    1. **Grid search.** For each method, every :math:`\\gamma_0` of its grid trains for
+       ``grid_epochs`` epochs from the seed-0 weights; the lowest final training loss wins
+       (:func:`grid_search`).
+    2. **Runs.** Each method, with its :math:`\\gamma_0`, trains for ``epochs`` epochs for
+       each seed ``s`` in ``range(seeds)``; seed ``s`` fixes both the initial weights and the
+       batch order, identical across methods.
+    3. **Outputs** in ``out``: ``grid.csv``, ``histories.csv`` (method, seed, epoch,
+       train_loss, test_loss, test_accuracy), ``table.csv`` and ``table.json`` (final log10
+       training loss and test accuracy: mean, min, max over seeds), ``figure2.png`` and
+       ``summary.json`` (the settings, and whether they are the paper's or reduced).
+
+    Args:
+        dataset: ``"digits"`` (default, reduced), ``"mnist1d"`` (reduced) or ``"cifar100"``.
+        data_dir: folder of ``cifar-100-python/`` (CIFAR-100 only).
+        epochs: training epochs (default 20, or 200 on CIFAR-100).
+        seeds: number of seeds (the paper: 5).
+        batch_size: the paper: 32.
+        grid_epochs: epochs of the grid search (default 3, or 15 on CIFAR-100 as in JMLR).
+        grids: candidate :math:`\\gamma_0` per method (default :data:`PAPER_GRIDS` on
+            CIFAR-100, else :data:`REDUCED_GRIDS`).
+        methods: a subset of :data:`METHODS`.
+        num_train: keep the first ``num_train`` training examples (a reduced run).
+        num_test: keep the first ``num_test`` test examples.
+        devices: split each batch over this many devices (a ``"data"`` mesh); ``None``: one.
+        out: output folder.
+        quiet: hide the per-run progress bars.
+        verbose: print the setting, the grid choices and the table.
+
+    Returns:
+        A dict with keys ``setting`` (the settings and the ``reduced`` flag), ``gamma0``
+        (chosen per method), ``table`` (rows as in ``table.json``) and ``files``.
+
+    Example:
+        >>> from inna_jax.reproduce import figure2
+        >>> import tempfile
+        >>> res = figure2.run(epochs=1, seeds=1, grid_epochs=1, num_train=64, num_test=64,
+        ...                   methods=["SGD"], grids={"SGD": [0.1]}, out=tempfile.mkdtemp(),
+        ...                   verbose=False)
+        >>> res["setting"]["reduced"], [r["method"] for r in res["table"]]
+        (True, ['SGD'])
+
+    References:
+        Castera, Bolte, Févotte, Pauwels, "An Inertial Newton Algorithm for Deep Learning",
+        JMLR 22 (2021), Section 5 and Figure 2.
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {DATASETS}, got dataset={dataset!r}")
+    methods = list(methods)
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise ValueError(f"methods must be a non-empty subset of {METHODS}, got {methods}")
+    paper = dataset == "cifar100"
+    defaults = PAPER if paper else _REDUCED_DEFAULTS
+    epochs = defaults["epochs"] if epochs is None else epochs
+    grid_epochs = defaults["grid_epochs"] if grid_epochs is None else grid_epochs
+    for name, v in (
+        ("epochs", epochs),
+        ("seeds", seeds),
+        ("batch_size", batch_size),
+        ("grid_epochs", grid_epochs),
+    ):
+        if int(v) != v or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {name}={v!r}")
+    default_grids = PAPER_GRIDS if paper else REDUCED_GRIDS
+    grids = {m: tuple(default_grids[m]) for m in methods} | {
+        m: tuple(float(g) for g in v) for m, v in (grids or {}).items()
+    }
+    grids = {m: grids[m] for m in methods}
+    for m, values in grids.items():
+        if not values or any(not (math.isfinite(g) and g > 0) for g in values):
+            raise ValueError(f"the grid of {m} must hold numbers > 0, got {values}")
+    mesh = None
+    if devices is not None:
+        from inna_jax.train import data_mesh
+
+        mesh = data_mesh(devices)
+
+    t0 = time.perf_counter()
+    data = load_dataset(dataset, data_dir=data_dir, num_train=num_train, num_test=num_test)
+    n_params = count_params(make_model(dataset, data.num_classes, 0))
+    reduced = not (
+        paper
+        and num_train is None
+        and num_test is None
+        and epochs >= PAPER["epochs"]
+        and seeds >= PAPER["seeds"]
+        and batch_size == PAPER["batch_size"]
+    )
+    label = _setting_label(dataset, n_params, epochs, seeds, reduced, num_train)
+    say = print if verbose else (lambda *a, **k: None)
+    say(f"Figure 2, {label}")
+    say(
+        f"  {len(data.x_train)} training / {len(data.x_test)} test examples, batch "
+        f"{batch_size}; grid search over the first {grid_epochs} epoch(s)"
+    )
+
+    gamma0, grid_rows = grid_search(
+        dataset, data, grids, epochs=grid_epochs, batch_size=batch_size, mesh=mesh, quiet=quiet
+    )
+    for m in methods:
+        edge = " (at the edge of its grid)" if gamma0[m] in (min(grids[m]), max(grids[m])) else ""
+        say(f"  gamma0[{m}] = {gamma0[m]:g}{edge}")
+
+    curves, history_rows, table = {}, [], {}
+    for m in methods:
+        histories, diverged = [], 0
+        for s in range(seeds):
+            hist, div = _train(
+                dataset,
+                data,
+                m,
+                gamma0[m],
+                seed=s,
+                epochs=epochs,
+                batch_size=batch_size,
+                mesh=mesh,
+                quiet=quiet,
+            )
+            diverged += int(div)
+            histories.append(hist)
+            history_rows += [
+                {
+                    "method": m,
+                    "seed": s,
+                    "epoch": r["epoch"],
+                    "train_loss": r["train_loss"],
+                    "test_loss": r["test_loss"],
+                    "test_accuracy": r["test_accuracy"],
+                }
+                for r in hist
+            ]
+        curves[m] = c = _curves(histories, epochs)
+        loss, loss_lo, loss_hi = (v[-1] for v in _band(c["log10_train_loss"]))
+        acc, acc_lo, acc_hi = (v[-1] for v in _band(c["test_accuracy"]))
+        table[m] = {
+            "method": m,
+            "gamma0": gamma0[m],
+            "epochs": epochs,
+            "seeds": seeds,
+            "log10_train_loss": float(loss),
+            "log10_train_loss_min": float(loss_lo),
+            "log10_train_loss_max": float(loss_hi),
+            "test_accuracy": float(acc),
+            "test_accuracy_min": float(acc_lo),
+            "test_accuracy_max": float(acc_hi),
+            "diverged_seeds": diverged,
+        }
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [table[m] for m in methods]
+    setting = {
+        "dataset": dataset,
+        "reduced": reduced,
+        "label": label,
+        "model": "NiN" if paper else "SmallCNN",
+        "model_params": n_params,
+        "num_train": len(data.x_train),
+        "num_test": len(data.x_test),
+        "epochs": epochs,
+        "seeds": seeds,
+        "batch_size": batch_size,
+        "grid_epochs": grid_epochs,
+        "grids": {m: list(v) for m, v in grids.items()},
+        "devices": devices or 1,
+        "wall_time_s": None,
+    }
+    files = {
+        name: str(out / name)
+        for name in (
+            "grid.csv",
+            "histories.csv",
+            "table.csv",
+            "table.json",
+            "figure2.png",
+            "summary.json",
+        )
+    }
+    _write_csv(out / "grid.csv", grid_rows)
+    _write_csv(out / "histories.csv", history_rows)
+    _write_csv(out / "table.csv", rows)
+    (out / "table.json").write_text(json.dumps(rows, indent=2) + "\n")
+    _plot(out / "figure2.png", curves, table, label)
+    setting["wall_time_s"] = round(time.perf_counter() - t0, 1)
+    summary = {"setting": setting, "gamma0": gamma0, "table": rows}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    say(f"\nFinal table after {epochs} epochs ({label}):")
+    say(_format_table(rows))
+    say(f"\nwrote {', '.join(files)} to {out} in {setting['wall_time_s']} s")
+    return {**summary, "files": files}
+
+
+def _parse_grid(text: str) -> tuple[str, tuple[float, ...]]:
+    method, sep, values = text.partition("=")
+    if not sep or method not in METHODS:
+        raise argparse.ArgumentTypeError(
+            f"--grid takes METHOD=v1,v2,... with METHOD in {METHODS}, got {text!r}"
+        )
+    try:
+        return method, tuple(float(v) for v in values.split(","))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"bad --grid values in {text!r}: {err}") from err
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``inna-jax benchmark``."""
+    parser.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default="digits",
+        help="digits and mnist1d are the reduced CPU settings (small CNN); "
+        "cifar100 is the paper's (NiN), needs --data-dir",
+    )
+    parser.add_argument(
+        "--data-dir", default=None, help="folder holding cifar-100-python/ (train, test, meta)"
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="training epochs (default: 20; 200 with cifar100)"
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=5,
+        help="seeds; seed s gives the same initial weights and batches to every method",
+    )
+    parser.add_argument("--batch-size", type=int, default=32, help="batch size (paper: 32)")
+    parser.add_argument(
+        "--grid-epochs",
+        type=int,
+        default=None,
+        help="epochs of the gamma0 grid search (default: 3; 15 with cifar100)",
+    )
+    parser.add_argument(
+        "--grid",
+        type=_parse_grid,
+        action="append",
+        default=[],
+        metavar="METHOD=v1,v2,...",
+        help="replace one method's gamma0 grid, e.g. --grid 'Adam=1e-4,1e-3' (repeatable)",
+    )
+    parser.add_argument(
+        "--methods", default=",".join(METHODS), help="comma-separated subset of the methods"
+    )
+    parser.add_argument(
+        "--num-train", type=int, default=None, help="keep only the first N training examples"
+    )
+    parser.add_argument(
+        "--num-test", type=int, default=None, help="keep only the first N test examples"
+    )
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        help="split each batch over this many devices (data parallelism)",
+    )
+    parser.add_argument("--out", default="results/figure2", help="output folder")
+    parser.add_argument("--progress", action="store_true", help="show per-run progress bars")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Runs :func:`run` from parsed command-line flags."""
+    methods = [m.strip() for m in _split_methods(args.methods)]
+    run(
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        epochs=args.epochs,
+        seeds=args.seeds,
+        batch_size=args.batch_size,
+        grid_epochs=args.grid_epochs,
+        grids=dict(args.grid),
+        methods=methods,
+        num_train=args.num_train,
+        num_test=args.num_test,
+        devices=args.devices,
+        out=args.out,
+        quiet=not args.progress,
+    )
+    return 0
+
+
+def _split_methods(text: str) -> list[str]:
+    """Splits "SGD,INNA (0.5, 0.1)" on the commas that are not inside parentheses."""
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        depth += (ch == "(") - (ch == ")")
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return [p.strip() for p in [*parts, cur] if p.strip()]

@@ -1,0 +1,167 @@
+"""The Figure-2 benchmark: the optimizers, the protocol's invariants, and a tiny full run."""
+
+import argparse
+import csv
+import json
+import os
+import pickle
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from inna_jax.models import NiN
+from inna_jax.reproduce import figure2
+
+
+def test_make_optimizer_steps_match_the_protocol():
+    theta = {"w": jnp.array([1.0, -2.0], jnp.float64)}
+    g = {"w": jnp.array([0.5, 0.25], jnp.float64)}
+    g0 = 0.2
+    # SGD: gamma_k = gamma_0 / sqrt(k + 1).
+    tx = figure2.make_optimizer("SGD", g0)
+    state = tx.init(theta)
+    for k in range(3):
+        u, state = tx.update(g, state, theta)
+        np.testing.assert_allclose(u["w"], -g0 / np.sqrt(k + 1) * np.asarray(g["w"]), rtol=1e-12)
+    # INNA (alpha, beta): REFERENCE section 1 transcribed in NumPy, psi_0 = (1 - a b) theta_0.
+    for method, (a, b) in figure2.INNA_SETTINGS.items():
+        tx = figure2.make_optimizer(method, g0)
+        state, params = tx.init(theta), theta
+        t, p = np.asarray(theta["w"]), (1 - a * b) * np.asarray(theta["w"])
+        for k in range(3):
+            gk = np.asarray(g["w"]) * (k + 1)
+            u, state = tx.update({"w": jnp.asarray(gk)}, state, params)
+            params = {"w": params["w"] + u["w"]}
+            gamma = g0 / np.sqrt(k + 1)
+            phi = (1 / b - a) * t - p / b
+            t, p = t + gamma * (phi - b * gk), p + gamma * phi
+            np.testing.assert_allclose(params["w"], t, rtol=1e-12, err_msg=method)
+    # Adam and Adagrad: constant learning rate; Adam's first step is -lr * sign(g).
+    tx = figure2.make_optimizer("Adam", g0)
+    u, _ = tx.update(g, tx.init(theta), theta)
+    np.testing.assert_allclose(u["w"], -g0 * np.ones(2), rtol=1e-6)
+    tx = figure2.make_optimizer("Adagrad", g0)
+    u, _ = tx.update(g, tx.init(theta), theta)
+    # optax.adagrad: sum of squares starts at 0.1, u = -lr g / sqrt(sum + eps), eps = 1e-7.
+    expected = -g0 * np.asarray(g["w"]) / np.sqrt(0.1 + np.asarray(g["w"]) ** 2 + 1e-7)
+    np.testing.assert_allclose(u["w"], expected, rtol=1e-6)
+
+
+def test_tiny_run_writes_everything(tmp_path):
+    out = tmp_path / "fig2"
+    grids = {m: [0.05] for m in figure2.METHODS} | {"SGD": [0.01, 0.3]}
+    res = figure2.run(
+        epochs=1,
+        seeds=1,
+        grid_epochs=1,
+        grids=grids,
+        num_train=96,
+        num_test=64,
+        out=out,
+        verbose=False,
+    )
+    for name in (
+        "grid.csv",
+        "histories.csv",
+        "table.csv",
+        "table.json",
+        "figure2.png",
+        "summary.json",
+    ):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "figure2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = json.loads((out / "table.json").read_text())
+    assert [r["method"] for r in table] == list(figure2.METHODS)
+    with open(out / "table.csv") as f:
+        assert [r["method"] for r in csv.DictReader(f)] == list(figure2.METHODS)
+    for r in table:
+        assert 0.0 <= r["test_accuracy_min"] <= r["test_accuracy"] <= r["test_accuracy_max"] <= 1
+        assert np.isfinite(r["log10_train_loss"])
+    # The grid search chose SGD's value with the lower training loss.
+    with open(out / "grid.csv") as f:
+        sgd = [r for r in csv.DictReader(f) if r["method"] == "SGD"]
+    assert len(sgd) == 2
+    best = min(sgd, key=lambda r: float(r["train_loss"]))
+    assert res["gamma0"]["SGD"] == float(best["gamma0"])
+    assert [r["chosen"] for r in sgd].count("True") == 1
+    # Same initial weights for every method: identical epoch-0 losses.
+    with open(out / "histories.csv") as f:
+        rows = list(csv.DictReader(f))
+    start = {r["method"]: float(r["train_loss"]) for r in rows if r["epoch"] == "0"}
+    assert set(start) == set(figure2.METHODS)
+    assert len(set(start.values())) == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["setting"]["reduced"] is True
+    assert "REDUCED" in summary["setting"]["label"]
+
+
+def test_cli_flags_and_main(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    figure2.add_arguments(parser)
+    for action in parser._actions:
+        assert action.help, action.dest
+    args = parser.parse_args(
+        [
+            "--methods",
+            "INNA (0.5, 0.1)",
+            "--grid",
+            "INNA (0.5, 0.1)=0.1",
+            "--epochs",
+            "1",
+            "--seeds",
+            "2",
+            "--num-train",
+            "64",
+            "--num-test",
+            "32",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert figure2.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "REDUCED setting" in printed and "INNA (0.5, 0.1)" in printed
+    table = json.loads((tmp_path / "table.json").read_text())
+    assert [r["method"] for r in table] == ["INNA (0.5, 0.1)"] and table[0]["seeds"] == 2
+    assert figure2._split_methods("SGD, INNA (0.5, 0.1),Adam") == ["SGD", "INNA (0.5, 0.1)", "Adam"]
+    with pytest.raises(argparse.ArgumentTypeError, match="METHOD=v1"):
+        figure2._parse_grid("Lion=0.1")
+
+
+def test_cifar100_wiring(tmp_path):
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name, n in (("train", 4), ("test", 2)):
+        split = {
+            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            b"fine_labels": list(range(n)),
+            b"coarse_labels": [0] * n,
+        }
+        with open(folder / name, "wb") as f:
+            pickle.dump(split, f, protocol=2)
+    with open(os.path.join(folder, "meta"), "wb") as f:
+        pickle.dump({}, f, protocol=2)
+    data = figure2.load_dataset("cifar100", data_dir=tmp_path, num_train=3)
+    assert data.x_train.shape == (3, 32, 32, 3) and data.num_classes == 100
+    assert isinstance(figure2.make_model("cifar100", 100, seed=0), NiN)
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"dataset": "cifar10"}, "dataset="),
+        ({"dataset": "cifar100"}, "needs data_dir"),
+        ({"methods": ["RMSprop"]}, "methods must be"),
+        ({"epochs": 0}, "epochs="),
+        ({"grids": {"SGD": [-0.1]}}, "grid of SGD"),
+    ],
+)
+def test_bad_arguments(kwargs, pattern, tmp_path):
+    with pytest.raises(ValueError, match=pattern):
+        figure2.run(out=tmp_path, verbose=False, **kwargs)
+    with pytest.raises(ValueError, match="gamma0="):
+        figure2.make_optimizer("SGD", 0.0)
+    with pytest.raises(ValueError, match="method="):
+        figure2.make_optimizer("Lion", 0.1)
