@@ -1,9 +1,10 @@
 """One process of the two-process data-parallel test (tests/test_distributed.py).
 
-Usage: python tests/_distributed_worker.py PROCESS_ID PORT OUT_NPZ
+Usage: python tests/_distributed_worker.py PROCESS_ID PORT OUT_NPZ CHECKPOINT_DIR
 
 Each process has 2 CPU devices; jax.distributed joins them on 127.0.0.1 with gloo CPU
-collectives into one 4-device mesh, and the same ``fit`` call trains on it.
+collectives into one 4-device mesh, and the same ``fit`` call trains on it, writing orbax
+checkpoints to one shared folder.
 """
 
 import os
@@ -36,7 +37,7 @@ def make_run():
     return model, tx, data
 
 
-def main(process_id: int, port: int, out: str) -> None:
+def main(process_id: int, port: int, out: str, checkpoint_dir: str) -> None:
     import json
 
     import numpy as np
@@ -46,7 +47,18 @@ def main(process_id: int, port: int, out: str) -> None:
     assert jax.process_count() == 2 and len(jax.devices()) == 4, jax.devices()
     assert len(jax.local_devices()) == 2
     model, tx, data = make_run()
-    result = fit(model, tx, data, epochs=2, batch_size=16, seed=7, mesh=data_mesh(), quiet=True)
+    result = fit(
+        model,
+        tx,
+        data,
+        epochs=2,
+        batch_size=16,
+        seed=7,
+        mesh=data_mesh(),
+        quiet=True,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=5,
+    )
     flat = {
         "/".join(map(str, path)): np.asarray(v[...])
         for path, v in nnx.to_flat_state(nnx.state(model, nnx.Param))
@@ -57,4 +69,4 @@ def main(process_id: int, port: int, out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])
+    main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4])

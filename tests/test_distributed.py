@@ -12,8 +12,9 @@ from flax import nnx
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _distributed_worker  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 
-from inna_jax.train import data_mesh, fit  # noqa: E402
+from inna_jax.train import Checkpointer, TrainState, data_mesh, fit  # noqa: E402
 
 WORKER = Path(__file__).parent / "_distributed_worker.py"
 
@@ -28,9 +29,10 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     outs = [tmp_path / f"p{i}.npz" for i in range(2)]
+    ckpt = tmp_path / "ckpt"
     procs = [
         subprocess.Popen(
-            [sys.executable, str(WORKER), str(i), str(port), str(outs[i])],
+            [sys.executable, str(WORKER), str(i), str(port), str(outs[i]), str(ckpt)],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -64,6 +66,27 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path):
         for row, ref_row in zip(history, ref.history, strict=True):
             np.testing.assert_allclose(row["train_loss"], ref_row["train_loss"], rtol=1e-5)
             np.testing.assert_allclose(row["test_accuracy"], ref_row["test_accuracy"], atol=1e-9)
+    # the two processes wrote one set of orbax checkpoints; the last holds the final state
+    checkpointer = Checkpointer(ckpt)
+    assert checkpointer.latest_step() == 16
+    fresh = _distributed_worker.make_run()[0]
+    _, params, rest = nnx.split(fresh, nnx.Param, ...)
+    like = TrainState(
+        params,
+        rest,
+        tx.init(params),
+        jnp.array(True),
+        jnp.array(-1, jnp.int32),
+        jnp.array(0, jnp.int32),
+    )
+    state, meta = checkpointer.restore(16, like)
+    checkpointer.close()
+    assert int(state.step) == 16 and meta["step"] == 16 and len(meta["history"]) == 3
+    saved = {
+        "/".join(map(str, path)): np.asarray(v[...]) for path, v in nnx.to_flat_state(state.params)
+    }
+    for key, value in saved.items():
+        np.testing.assert_array_equal(value, np.load(outs[0])[key], err_msg=key)
     # and training did move the parameters
     start = _distributed_worker.make_run()[0]
     first = np.asarray(start.layers[0].kernel[...])
