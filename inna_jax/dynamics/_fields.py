@@ -127,8 +127,8 @@ def din_vector_field(grad_fn: GradFn, alpha: ArrayLike, beta: ArrayLike) -> eqx.
         >>> from inna_jax.dynamics import din_vector_field
         >>> f = din_vector_field(jax.grad(lambda x: 0.5 * jnp.sum(x**2)), alpha=0.5, beta=0.1)
         >>> dtheta, dpsi = f(0.0, (jnp.array([1.0]), jnp.array([0.95])), None)
-        >>> dtheta.round(4), dpsi.round(4)
-        (Array([-0.1], dtype=float32), Array([0.], dtype=float32))
+        >>> round(float(dtheta[0]), 4), round(float(dpsi[0]), 4)
+        (-0.1, 0.0)
 
     References:
         Alvarez, Attouch, Bolte, Redont, "A second-order gradient-like dissipative dynamical

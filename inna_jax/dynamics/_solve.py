@@ -261,8 +261,8 @@ def solve_din(
         >>> loss = lambda x: 100 * (x[1] - jnp.abs(x[0])) ** 2 + jnp.abs(1 - x[0])
         >>> sol = solve_din(loss, jnp.array([-1.0, 1.5]), alpha=0.5, beta=0.1, t1=20.0,
         ...                 initial_speed=0.1, ts=jnp.array([20.0]))
-        >>> sol.theta.round(2)
-        Array([[1., 1.]], dtype=float32)
+        >>> [round(float(x), 2) for x in sol.theta[-1]]
+        [1.0, 1.0]
 
     References:
         Castera, Bolte, Févotte, Pauwels, "An Inertial Newton Algorithm for Deep Learning",
@@ -327,8 +327,8 @@ def solve_gradient_flow(
         >>> from inna_jax.dynamics import solve_gradient_flow
         >>> sol = solve_gradient_flow(lambda x: 0.5 * jnp.sum(x**2), jnp.array([1.0]),
         ...                           t1=1.0, ts=jnp.array([1.0]))
-        >>> sol.theta.round(4)  # exp(-1)
-        Array([[0.3679]], dtype=float32)
+        >>> round(float(sol.theta[-1, 0]), 4)  # exp(-1)
+        0.3679
 
     References:
         Bu, Xu, Chen, AISTATS 2021.
@@ -394,8 +394,8 @@ def solve_heavy_ball(
         >>> from inna_jax.dynamics import solve_heavy_ball
         >>> sol = solve_heavy_ball(lambda x: 0.5 * jnp.sum(x**2), jnp.array([1.0]),
         ...                        damping=2.0, t1=1.0, ts=jnp.array([1.0]))
-        >>> sol.theta.round(4)  # critical damping: (1 + t) exp(-t)
-        Array([[0.7358]], dtype=float32)
+        >>> round(float(sol.theta[-1, 0]), 4)  # critical damping: (1 + t) exp(-t)
+        0.7358
 
     References:
         Polyak (1964). Bu, Xu, Chen, AISTATS 2021.
@@ -471,9 +471,8 @@ def solve_nesterov(
         >>> from inna_jax.dynamics import solve_nesterov
         >>> sol = solve_nesterov(lambda x: 0.5 * jnp.sum(x**2), jnp.array([1.0]), t1=2.0,
         ...                      ts=jnp.array([0.0, 2.0]))
-        >>> sol.theta.round(4)  # 2 J1(t) / t
-        Array([[1.    ],
-               [0.5767]], dtype=float32)
+        >>> [round(float(x), 4) for x in sol.theta[:, 0]]  # 2 J1(t) / t
+        [1.0, 0.5767]
 
     References:
         Su, Boyd, Candès, "A Differential Equation for Modeling Nesterov's Accelerated
