@@ -321,7 +321,6 @@ def fit(
     stopped: str | None = None
     order, order_epoch = None, -1
     last_saved = start if ckpt is not None and ckpt.latest_step() is not None else None
-    k = start
     try:
         for k in range(start, total):
             epoch, j = divmod(k, spe)
@@ -347,7 +346,6 @@ def fit(
                     f"training stopped; the model keeps the parameters of step {bad}, the last "
                     f"finite ones; {where}. Lower the learning rate or check the data."
                 )
-                k = bad
                 break
             bar.set_postfix(epoch=epoch + 1, loss=f"{_parallel.host_scalar(value):.4g}")
             if epoch_end:
@@ -357,8 +355,6 @@ def fit(
             if checkpoint_now:
                 save(state, done)
                 last_saved = done
-        else:
-            k = total
         if ckpt is not None and stopped is None and last_saved != total and total > start:
             save(state, total)
     finally:
@@ -366,10 +362,15 @@ def fit(
         if ckpt is not None:
             ckpt.close()
 
+    if out_dir is not None and is_main:
+        _write_metrics(Path(out_dir), history)
     nnx.update(model, _parallel.to_local(state.params), _parallel.to_local(state.rest))
     opt_state = _parallel.to_local(state.opt_state)
     if stopped is not None:
         if on_nonfinite == "raise":
             raise FloatingPointError(stopped)
         warnings.warn(stopped, RuntimeWarning, stacklevel=2)
-    return FitResult(history=history, model=model, opt_state=opt_state, steps=k, stopped=stopped)
+    steps = int(_parallel.host_scalar(state.step))
+    return FitResult(
+        history=history, model=model, opt_state=opt_state, steps=steps, stopped=stopped
+    )
