@@ -553,7 +553,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data-dir", default=None, help="folder holding cifar-100-python/ (train, test, meta)"
     )
     parser.add_argument(
-        "--epochs", type=int, default=None, help="training epochs (default: 20; 200 with cifar100)"
+        "--epochs", type=int, default=None, help="training epochs (None: 20, or 200 with cifar100)"
     )
     parser.add_argument(
         "--seeds",
@@ -566,7 +566,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--grid-epochs",
         type=int,
         default=None,
-        help="epochs of the gamma0 grid search (default: 3; 15 with cifar100)",
+        help="epochs of the gamma0 grid search (None: 3, or 15 with cifar100)",
     )
     parser.add_argument(
         "--grid",
