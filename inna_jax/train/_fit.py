@@ -24,7 +24,7 @@ import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import Mesh, SingleDeviceSharding
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text bars: no ipywidgets needed in notebooks
 
 from inna_jax.data import batch_indices, steps_per_epoch
 from inna_jax.train import _losses, _parallel
