@@ -13,7 +13,7 @@ fails ("The maximum number of solver steps was reached") for :math:`\beta = 0.1`
 ``max_steps=100_000``. With :math:`2^{20}` steps Tsit5 reaches :math:`(1, 1)` to within
 :math:`5\cdot10^{-5}` on all three panels. The ``dtmin`` floor with ``force_dtmin=True`` is the
 safeguard: the controller may never shrink the step below ``1e-4`` at a kink, so the cost of a
-solve is at most :math:`t_1/10^{-4}` steps, and ``max_steps`` covers that for
+solve is bounded by about :math:`t_1/10^{-4}` accepted steps, and ``max_steps`` covers that for
 :math:`t_1 \le 104`; on Figure 1 the floor is rarely hit and the step counts match the
 unfloored controller's to within 1%. On smooth problems the floor is never reached and the
 solve is an ordinary adaptive Tsit5 solve at ``rtol=1e-6``. Fixed steps
