@@ -28,6 +28,7 @@ from flax import nnx
 import inna_jax
 from inna_jax.data import ArrayDataset, load_cifar100, load_digits, load_mnist1d
 from inna_jax.models import NiN, SmallCNN, count_params
+from inna_jax.train import data_mesh, fit
 
 METHODS = (
     "SGD",
@@ -150,8 +151,6 @@ def make_model(dataset: str, num_classes: int, seed: int) -> nnx.Module:
 
 def _train(dataset, data, method, gamma0, *, seed, epochs, batch_size, mesh, quiet):
     """One run: returns (history rows, diverged)."""
-    from inna_jax.train import fit
-
     model = make_model(dataset, data.num_classes, seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # divergence is recorded, not noise
@@ -409,8 +408,6 @@ def run(
             raise ValueError(f"the grid of {m} must hold numbers > 0, got {values}")
     mesh = None
     if devices is not None:
-        from inna_jax.train import data_mesh
-
         mesh = data_mesh(devices)
 
     t0 = time.perf_counter()
@@ -436,7 +433,8 @@ def run(
         dataset, data, grids, epochs=grid_epochs, batch_size=batch_size, mesh=mesh, quiet=quiet
     )
     for m in methods:
-        edge = " (at the edge of its grid)" if gamma0[m] in (min(grids[m]), max(grids[m])) else ""
+        at_edge = len(grids[m]) > 1 and gamma0[m] in (min(grids[m]), max(grids[m]))
+        edge = " (at the edge of its grid)" if at_edge else ""
         say(f"  gamma0[{m}] = {gamma0[m]:g}{edge}")
 
     curves, history_rows, table = {}, [], {}
