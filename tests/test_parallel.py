@@ -79,3 +79,34 @@ def test_initialize_distributed_arguments(monkeypatch):
     monkeypatch.setenv("INNA_JAX_PROCESS_ID", "5")
     with pytest.raises(ValueError, match="process_id must be in \\[0, num_processes=2\\)"):
         initialize_distributed()
+
+
+class _BatchNormNet(nnx.Module):
+    def __init__(self, rngs):
+        self.dense = nnx.Linear(64, 16, rngs=rngs)
+        self.norm = nnx.BatchNorm(16, momentum=0.5, rngs=rngs)
+        self.head = nnx.Linear(16, 10, rngs=rngs)
+
+    def __call__(self, x):
+        return self.head(nnx.relu(self.norm(self.dense(x))))
+
+
+def test_batch_norm_statistics_are_global_over_the_mesh():
+    # Under jit with global semantics, batch statistics are over the whole batch, not per
+    # device (unlike pmap's per-device batch norm): 4 devices give the one-device result.
+    d = load_digits()
+    data = d._replace(
+        x_train=d.x_train[:64], y_train=d.y_train[:64], x_test=d.x_test[:16], y_test=d.y_test[:16]
+    )
+    out = []
+    for mesh in (None, data_mesh(4)):
+        model = _BatchNormNet(nnx.Rngs(0))
+        result = fit(
+            model, inna_jax.inna(0.1), data, epochs=1, batch_size=16, mesh=mesh, quiet=True
+        )
+        out.append((nnx.state(model, nnx.Param), nnx.state(model, nnx.BatchStat), result))
+    (p1, s1, r1), (p4, s4, r4) = out
+    assert float(np.max(np.abs(np.asarray(s1["norm"]["mean"][...])))) > 1e-3  # updated
+    for a, b in zip(jax.tree.leaves((p1, s1)), jax.tree.leaves((p4, s4)), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(r1.history[-1]["test_loss"], r4.history[-1]["test_loss"], rtol=1e-5)
