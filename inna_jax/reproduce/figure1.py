@@ -1,14 +1,12 @@
-r"""Figure 1 of the INNA paper: INNA and DIN on a nonsmooth toy loss, three (alpha, beta) panels.
+"""Figure 1 of the INNA paper: INNA and DIN on a nonsmooth toy loss, three (alpha, beta) panels.
 
-The loss is :math:`J(\theta) = 100(\theta_2 - |\theta_1|)^2 + |1 - \theta_1|`, started at
-:math:`(-1, 1.5)`, with minimiser :math:`(1, 1)` (Castera et al., JMLR 2021, Figure 1;
-REFERENCE §1). Three panels, :math:`(\alpha, \beta) \in \{(0.5, 0.01), (0.5, 0.1),
-(1.3, 0.1)\}`, draw the discrete INNA path and the DIN solution on the contours of
-:math:`J`; a fourth plots :math:`J` against time :math:`t_k = k\gamma` on a log scale. The
-paper does not publish its step size or number of iterations; we use a constant
-:math:`\gamma = 10^{-3}` for 20,000 iterations (:math:`t = 20`), the initial speed
-:math:`s = \beta` of :func:`inna_jax.inna`, and :func:`inna_jax.dynamics.solve_din` with its
-kink-safe defaults. Writes ``figure1.png``, ``figure1.csv`` and ``figure1.json``.
+The loss is J(θ) = 100 (θ₂ − |θ₁|)² + |1 − θ₁|, started at (−1, 1.5), with minimiser (1, 1)
+(Castera, Bolte, Févotte, Pauwels, JMLR 2021, Figure 1). Three panels, (α, β) = (0.5, 0.01),
+(0.5, 0.1) and (1.3, 0.1), draw the discrete INNA path and the DIN solution on the contours
+of J; a fourth plots J against time t_k = kγ on a log scale. The paper does not publish its
+step size or number of iterations; we use a constant γ = 1e-3 for 20,000 iterations
+(t = 20), the initial speed s = β of ``inna_jax.inna``, and ``inna_jax.dynamics.solve_din``
+with its kink-safe defaults. Writes figure1.png, figure1.csv and figure1.json.
 """
 
 from __future__ import annotations
