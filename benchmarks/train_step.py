@@ -97,7 +97,9 @@ def main() -> None:
         print(f"{name:5s} step: median {t * 1e3:8.2f} ms ({spread})")
     ratio = medians["INNA"] / medians["SGD"]
     verdict = "meets" if ratio <= 1.03 else "misses"
-    print(f"ratio INNA / SGD = {ratio:.3f} ({verdict} the target <= 1.03)")
+    print(f"ratio INNA / SGD = {ratio:.3f} (medians; {verdict} the target <= 1.03)")
+    fastest = min(runs["INNA"][2]) / min(runs["SGD"][2])
+    print(f"ratio INNA / SGD = {fastest:.3f} (fastest blocks; robust on a shared machine)")
 
 
 if __name__ == "__main__":
