@@ -157,3 +157,11 @@ def test_mnist1d_wiring():
     assert data.x_train.shape == (50, 40) and data.x_test.shape == (20, 40)
     model = figure2.make_model("mnist1d", data.num_classes, seed=0)
     assert model(data.x_train).shape == (50, 10)
+
+
+def test_cli_missing_cifar_is_a_usage_error(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    figure2.add_arguments(parser)
+    args = parser.parse_args(["--dataset", "cifar100", "--data-dir", str(tmp_path)])
+    assert figure2.main(args) == 2
+    assert "cifar-100-python/train" in capsys.readouterr().err

@@ -16,6 +16,7 @@ import argparse
 import csv
 import json
 import math
+import sys
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -596,7 +597,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """Runs :func:`run` from parsed command-line flags."""
     methods = [m.strip() for m in _split_methods(args.methods)]
-    run(
+    try:
+        _run_from_args(args, methods)
+    except FileNotFoundError as err:  # e.g. no CIFAR-100 in --data-dir: a usage error
+        print(f"inna-jax benchmark: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _run_from_args(args: argparse.Namespace, methods: list[str]) -> dict:
+    return run(
         dataset=args.dataset,
         data_dir=args.data_dir,
         epochs=args.epochs,
@@ -611,7 +621,6 @@ def main(args: argparse.Namespace) -> int:
         out=args.out,
         quiet=not args.progress,
     )
-    return 0
 
 
 def _split_methods(text: str) -> list[str]:
