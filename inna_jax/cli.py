@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "figure1": "inna_jax.reproduce.figure1",
     "demo": "inna_jax.reproduce.demo",
     "benchmark": "inna_jax.reproduce.figure2",
+    "dynamics-ntk": "inna_jax.reproduce.hb_nag_ntk",
 }
 
 
