@@ -9,8 +9,9 @@ import pytest
 import scipy.linalg
 import scipy.special
 
-from inna_jax.dynamics._analytic_ntk import analytic_relu_ntk
-from inna_jax.dynamics._function_space import (
+from inna_jax import ntk_gram
+from inna_jax.dynamics import (
+    analytic_relu_ntk,
     fit_log_slope,
     function_space_closed_form,
     predicted_rate,
@@ -148,8 +149,6 @@ def test_predicted_rates_and_bad_input():
 
 
 def test_finite_width_ntk_approaches_analytic_kernel():
-    from inna_jax._ntk import ntk_gram
-
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(8, 5)))
     x = x / jnp.linalg.norm(x, axis=1, keepdims=True)

@@ -6,6 +6,9 @@ r"""Continuous time: DIN and the ODE limits of GD, heavy ball and Nesterov, on d
 - Solves with defaults that survive nonsmooth losses: :func:`solve_din`,
   :func:`solve_gradient_flow`, :func:`solve_heavy_ball`, :func:`solve_nesterov`.
 - Discrete against continuous: :func:`compare`, :func:`convergence_order`.
+- NTK function-space dynamics of GD, heavy ball and Nesterov on MSE:
+  :func:`solve_function_space`, :func:`function_space_closed_form`, :func:`predicted_rate`,
+  :func:`fit_log_slope`, and the infinite-width two-layer ReLU kernel :func:`analytic_relu_ntk`.
 
 Time scalings: INNA and GD with steps :math:`\gamma_k` follow their ODEs on
 :math:`t_k = \sum_{i<k}\gamma_i`; heavy ball (step :math:`\eta`, momentum
@@ -13,6 +16,7 @@ Time scalings: INNA and GD with steps :math:`\gamma_k` follow their ODEs on
 :math:`t = k\sqrt\eta`.
 """
 
+from inna_jax.dynamics._analytic_ntk import analytic_relu_ntk as analytic_relu_ntk
 from inna_jax.dynamics._compare import METHODS as METHODS
 from inna_jax.dynamics._compare import Comparison as Comparison
 from inna_jax.dynamics._compare import OrderFit as OrderFit
@@ -24,6 +28,16 @@ from inna_jax.dynamics._fields import din_vector_field as din_vector_field
 from inna_jax.dynamics._fields import gradient_flow as gradient_flow
 from inna_jax.dynamics._fields import heavy_ball_ode as heavy_ball_ode
 from inna_jax.dynamics._fields import nesterov_ode as nesterov_ode
+from inna_jax.dynamics._function_space import FunctionSpaceSolution as FunctionSpaceSolution
+from inna_jax.dynamics._function_space import fit_log_slope as fit_log_slope
+from inna_jax.dynamics._function_space import (
+    function_space_closed_form as function_space_closed_form,
+)
+from inna_jax.dynamics._function_space import (
+    function_space_vector_field as function_space_vector_field,
+)
+from inna_jax.dynamics._function_space import predicted_rate as predicted_rate
+from inna_jax.dynamics._function_space import solve_function_space as solve_function_space
 from inna_jax.dynamics._solve import DEFAULT_MAX_STEPS as DEFAULT_MAX_STEPS
 from inna_jax.dynamics._solve import DinSolution as DinSolution
 from inna_jax.dynamics._solve import FlowSolution as FlowSolution
@@ -40,18 +54,25 @@ __all__ = [
     "Comparison",
     "DinSolution",
     "FlowSolution",
+    "FunctionSpaceSolution",
     "OrderFit",
     "SecondOrderSolution",
+    "analytic_relu_ntk",
     "compare",
     "convergence_order",
     "default_controller",
     "din_hessian_form",
     "din_vector_field",
+    "fit_log_slope",
+    "function_space_closed_form",
+    "function_space_vector_field",
     "gradient_flow",
     "heavy_ball_ode",
     "nesterov_ode",
     "nesterov_scan",
+    "predicted_rate",
     "solve_din",
+    "solve_function_space",
     "solve_gradient_flow",
     "solve_heavy_ball",
     "solve_nesterov",

@@ -34,10 +34,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from inna_jax.dynamics import compare, nesterov_scan
-from inna_jax.dynamics._analytic_ntk import analytic_relu_ntk
-from inna_jax.dynamics._function_space import (
+from inna_jax.dynamics import (
+    analytic_relu_ntk,
+    compare,
     fit_log_slope,
+    nesterov_scan,
     predicted_rate,
     solve_function_space,
 )
