@@ -229,14 +229,16 @@ def egn(
     backtracking step on the same batch: start from
     :math:`\min(1.5\,\alpha_{k-1}, \text{learning\_rate})` and multiply by 0.8 until
     :math:`L(\theta + \alpha \hat m) \le L(\theta) + c\,\alpha\, g^\top \hat m` (:math:`c = 0.1`),
-    at most 15 trials (the last trial is taken if none passes). With
+    at most 15 trials (the last trial is taken if none passes). A non-finite direction, or a
+    search that ends on a non-finite loss, gives a zero step (the LM rule then raises
+    :math:`\lambda`). With
     ``adaptive_regularization=True`` (Levenberg-Marquardt), the ratio
     :math:`\rho = (L(\theta) - L(\theta + s)) / (-g^\top s - \tfrac12 s^\top J^\top Q J s / b)`
     of the actual to the predicted decrease of the step :math:`s = \alpha\hat m` sets the
     :math:`\lambda` of the next solve: :math:`\rho < 0.25` (poor model) multiplies it by
     ``lm_increase`` = 1.5 (more damping), :math:`\rho > 0.75` (good model) by ``lm_decrease``
     = 0.5 (less damping), then it is clipped to ``lm_bounds``. A non-positive predicted
-    decrease counts as :math:`\rho = 0`.
+    decrease, or a non-finite actual one, counts as :math:`\rho = 0`.
 
     The loss on which EGN works is :math:`(1/b)\sum_i \ell_i`, with :math:`\ell` as in
     :func:`egn_direction` (``mse`` is half the squared error); the ``grads`` given to

@@ -21,11 +21,15 @@ is :math:`L = (1/b) \sum_i \ell(f_i, y_i)`. A Gauss-Newton method needs, per exa
 
 For cross-entropy, :math:`SS^\top = \mathrm{diag}(p) - 2pp^\top + p(\textstyle\sum_k p_k)p^\top = Q`
 since :math:`\sum_k p_k = 1`, and :math:`S(-t/\sqrt p) = -t + p \sum_k t_k = p - t`.
+To keep :math:`w` finite, log-probabilities (cross-entropy) and logits (binary) enter its
+exponentials clipped at the log of the smallest normal number (-87 in float32, -708 in
+float64): only an example whose true class has probability below that is affected.
 Cross-entropy targets are integer labels of shape ``(b,)`` or probability vectors ``(b, C)``.
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -48,6 +52,11 @@ class LossTerms(NamedTuple):
     residual: jax.Array
     sqrt_hessian: jax.Array
     root_residual: jax.Array
+
+
+def _log_tiny(dtype) -> float:
+    """log of the smallest normal number: exponents are clipped there so ``w`` stays finite."""
+    return math.log(float(jnp.finfo(dtype).tiny))
 
 
 def check_loss(loss: str) -> None:
@@ -129,7 +138,7 @@ def loss_terms(outputs: jax.Array, targets: jax.Array, loss: str) -> LossTerms:
         loss_i = -jnp.sum(targets * logp, axis=1)
         r = p - targets
         s = jax.vmap(jnp.diag)(sqrt_p) - p[:, :, None] * sqrt_p[:, None, :]
-        w = -targets * jnp.exp(-0.5 * logp)
+        w = -targets * jnp.exp(-0.5 * jnp.maximum(logp, _log_tiny(logp.dtype)))
         return LossTerms(loss_i, r, s, w)
     # binary cross-entropy on logits
     f, y = outputs, targets
@@ -137,7 +146,8 @@ def loss_terms(outputs: jax.Array, targets: jax.Array, loss: str) -> LossTerms:
     loss_i = jnp.sum(jax.nn.softplus(f) - y * f, axis=1)
     r = p - y
     s = jnp.sqrt(jax.nn.sigmoid(f) * jax.nn.sigmoid(-f))[:, :, None]
-    w = (1 - y) * jnp.exp(0.5 * f) - y * jnp.exp(-0.5 * f)
+    fc = jnp.clip(f, _log_tiny(f.dtype), -_log_tiny(f.dtype))
+    w = (1 - y) * jnp.exp(0.5 * fc) - y * jnp.exp(-0.5 * fc)
     return LossTerms(loss_i, r, s, w)
 
 

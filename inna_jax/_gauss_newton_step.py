@@ -167,6 +167,8 @@ def gauss_newton_transformation(
         correction = 1 - beta ** count.astype(dtype)
         direction = jax.tree.map(lambda m: m / correction.astype(m.dtype), new_momentum)
         slope = optax.tree.vdot(out.gradient, direction).astype(dtype)
+        # safeguard: a non-finite direction (or line-search loss) gives no step at all
+        finite = jnp.isfinite(slope)
         lr = jnp.asarray(schedule(state.count), dtype)
 
         def loss_at(alpha):
@@ -191,6 +193,7 @@ def gauss_newton_transformation(
                 return alpha, trials + 1, loss_at(alpha)
 
             alpha, _, new_loss = jax.lax.while_loop(cond, body, (alpha0, 1, loss_at(alpha0)))
+            finite = finite & jnp.isfinite(new_loss)
         else:
             alpha = lr
             new_loss = loss_at(alpha) if adaptive_regularization else None
@@ -203,7 +206,8 @@ def gauss_newton_transformation(
             curvature = jnp.sum(sjv**2) / out2d.shape[0]  # d^T (J^T Q J / b) d
             predicted = -(alpha * slope + 0.5 * alpha**2 * curvature.astype(dtype))
             actual = loss0 - new_loss
-            rho = jnp.where(predicted > 0, actual / jnp.where(predicted > 0, predicted, 1), 0)
+            valid = (predicted > 0) & jnp.isfinite(actual) & finite
+            rho = jnp.where(valid, actual / jnp.where(valid, predicted, 1), 0)
             low, high = lm_thresholds
             factor = jnp.where(
                 rho < low,
@@ -214,10 +218,13 @@ def gauss_newton_transformation(
         else:
             new_lam = state.regularizer
 
-        step = jax.tree.map(lambda d, p: (alpha * d).astype(p.dtype), direction, params)
+        alpha = jnp.where(finite, alpha, jnp.zeros_like(alpha))
+        step = jax.tree.map(
+            lambda d, p: jnp.where(finite, alpha * d, 0).astype(p.dtype), direction, params
+        )
         return step, GaussNewtonState(
             count=count,
-            step_size=alpha.astype(dtype),
+            step_size=jnp.where(alpha > 0, alpha, state.step_size).astype(dtype),
             regularizer=new_lam,
             momentum=new_momentum,
         )

@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "demo": "inna_jax.reproduce.demo",
     "benchmark": "inna_jax.reproduce.figure2",
     "dynamics-ntk": "inna_jax.reproduce.hb_nag_ntk",
+    "egn": "inna_jax.reproduce.egn",
 }
 
 

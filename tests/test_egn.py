@@ -325,3 +325,28 @@ def test_training_decreases_the_loss(loss):
         updates, state = update(None, state, params, inputs=x, targets=y)
         params = optax.apply_updates(params, updates)
     assert float(loss_fn(params)) < 0.3 * start
+
+
+def test_non_finite_trial_gives_no_step_and_raises_lambda():
+    # the loss is NaN beyond |w| > 2: a full step from 0 towards w = 3 lands there
+    def predict(w, x):
+        return x @ w + jnp.where(jnp.max(jnp.abs(w)) > 2.0, jnp.nan, 0.0)
+
+    x, y = jnp.eye(2), jnp.array([3.0, 3.0])
+    w = jnp.zeros(2)
+    tx = inna_jax.egn(
+        predict,
+        "mse",
+        1.0,
+        1e-6,
+        line_search=True,
+        armijo_max_trials=1,
+        adaptive_regularization=True,
+    )
+    updates, state = jax.jit(tx.update)(None, tx.init(w), w, inputs=x, targets=y)
+    np.testing.assert_array_equal(updates, np.zeros(2))
+    assert float(state.regularizer) == pytest.approx(1.5e-6, rel=1e-12)
+    # with the default 15 trials the search backtracks into the finite region instead
+    tx = inna_jax.egn(predict, "mse", 1.0, 1e-6, line_search=True)
+    updates, _ = jax.jit(tx.update)(None, tx.init(w), w, inputs=x, targets=y)
+    assert np.all(np.isfinite(updates)) and 0 < float(updates[0]) <= 2.0
