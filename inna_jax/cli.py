@@ -16,8 +16,9 @@ COMMANDS: dict[str, str] = {
     "figure1": "inna_jax.reproduce.figure1",
     "demo": "inna_jax.reproduce.demo",
     "benchmark": "inna_jax.reproduce.figure2",
-    "dynamics-ntk": "inna_jax.reproduce.hb_nag_ntk",
+    "train": "inna_jax.train._command",
     "egn": "inna_jax.reproduce.egn",
+    "dynamics-ntk": "inna_jax.reproduce.hb_nag_ntk",
 }
 
 
