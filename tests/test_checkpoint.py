@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import optax
 import pytest
@@ -35,7 +36,7 @@ def _small_digits():
 
 
 def _params(model):
-    return [np.asarray(x) for x in __import__("jax").tree.leaves(nnx.state(model, nnx.Param))]
+    return [np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.Param))]
 
 
 def test_resume_in_process_is_bit_identical(tmp_path):
@@ -124,8 +125,6 @@ def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path):
     assert sorted(k for k in resumed.files if not k.startswith("__")) == sorted(expected)
     for key, value in expected.items():
         np.testing.assert_array_equal(resumed[key], value, err_msg=key)
-    opt = np.concatenate(
-        [np.ravel(np.asarray(x)) for x in __import__("jax").tree.leaves(ref.opt_state)]
-    )
+    opt = np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree.leaves(ref.opt_state)])
     np.testing.assert_array_equal(resumed["__opt_leaves__"], opt)
     assert _without_time(json.loads(str(resumed["__history__"]))) == _without_time(ref.history)
