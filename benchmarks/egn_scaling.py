@@ -153,7 +153,7 @@ def main() -> None:
     parser.add_argument("--b", type=int, nargs="+", default=[16, 64, 256], help="batch sizes")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per step")
     parser.add_argument(
-        "--max-gflop", type=float, default=150.0, help="skip steps estimated above this"
+        "--max-gflop", type=float, default=60.0, help="skip steps estimated above this"
     )
     parser.add_argument(
         "--max-dense-gb", type=float, default=2.0, help="skip the dense P x P solve above this"

@@ -22,13 +22,28 @@ from inna_jax._validation import check_nonnegative, check_positive, concrete_flo
 
 
 class GaussNewtonState(NamedTuple):
-    """State of :func:`inna_jax.egn` and :func:`inna_jax.sgn`.
+    r"""State of :func:`inna_jax.egn` and :func:`inna_jax.sgn`.
+
+    The momentum is the moving average :math:`m_k = \beta m_{k-1} + (1-\beta) d_k` of the
+    Gauss-Newton directions; the step taken is :math:`\alpha_k m_k / (1 - \beta^k)`.
 
     Attributes:
         count: number of updates applied so far (int32).
-        step_size: the last step :math:`\\alpha_k` taken (the line search starts from it).
-        regularizer: the :math:`\\lambda` of the next solve (moves only when adaptive).
+        step_size: the last step :math:`\alpha_k` taken (the line search starts from it).
+        regularizer: the :math:`\lambda` of the next solve (moves only when adaptive).
         momentum: the moving average :math:`m_k` of the directions, a pytree like params.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import inna_jax
+        >>> tx = inna_jax.egn(lambda w, x: x @ w, "mse", learning_rate=0.5, regularizer=2.0)
+        >>> state = tx.init(jnp.zeros(3))
+        >>> int(state.count), float(state.step_size), float(state.regularizer)
+        (0, 0.5, 2.0)
+
+    References:
+        Korbit, Adeoye, Bemporad, Zanon, "Exact Gauss-Newton Optimization for Training Deep
+        Neural Networks", arXiv:2405.14402 (2024).
     """
 
     count: jax.Array
