@@ -22,6 +22,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import jax
 import numpy as np
 import optax
 from flax import nnx
@@ -29,7 +30,7 @@ from flax import nnx
 import inna_jax
 from inna_jax.data import ArrayDataset, load_cifar100, load_digits, load_mnist1d
 from inna_jax.models import NiN, SmallCNN, count_params
-from inna_jax.train import data_mesh, fit
+from inna_jax.train import add_parallel_arguments, data_mesh, fit, setup_parallel
 
 METHODS = (
     "SGD",
@@ -408,7 +409,7 @@ def run(
         if not values or any(not (math.isfinite(g) and g > 0) for g in values):
             raise ValueError(f"the grid of {m} must hold numbers > 0, got {values}")
     mesh = None
-    if devices is not None:
+    if devices is not None or jax.process_count() > 1:  # several hosts: all their devices
         mesh = data_mesh(devices)
 
     t0 = time.perf_counter()
@@ -584,12 +585,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--num-test", type=int, default=None, help="keep only the first N test examples"
     )
-    parser.add_argument(
-        "--devices",
-        type=int,
-        default=None,
-        help="split each batch over this many devices (data parallelism)",
-    )
+    add_parallel_arguments(parser)  # --devices and the multi-host flags
     parser.add_argument("--out", default="results/figure2", help="output folder")
     parser.add_argument("--progress", action="store_true", help="show per-run progress bars")
 
@@ -597,6 +593,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """Runs :func:`run` from parsed command-line flags."""
     methods = [m.strip() for m in _split_methods(args.methods)]
+    setup_parallel(args)  # jax.distributed on several hosts; a no-op for one process
     try:
         _run_from_args(args, methods)
     except FileNotFoundError as err:  # e.g. no CIFAR-100 in --data-dir: a usage error
