@@ -45,6 +45,7 @@ from inna_jax.dynamics import (
 
 DEFAULT_WIDTHS = (256, 1024, 4096)
 FULL_WIDTHS = (256, 1024, 4096, 16384)
+SWEEP_CONFIGS = (("gd", 0.0), ("heavy_ball", 0.5), ("nesterov", 3.0))
 
 
 def digits_regression(n: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -129,22 +130,25 @@ def _ntk_ode(method, hyper, lr, kernel, u0, y, ts):
     return solve_function_space(method, kernel, u0, y, ts, **kwargs)
 
 
-def _discrete_path(problem, method, hyper, lr, steps):
-    """The discrete method on the network: the loss at every iterate and the last W."""
-    grad_fn = jax.grad(problem.loss_fn)
+def _discrete_path(loss_fn, x0, method, hyper, lr, steps, record):
+    """The discrete method on ``loss_fn`` from ``x0``: ``record(x_k)`` for k = 0..steps, and
+    the last iterate. GD and heavy ball are ``optax.sgd`` (its momentum form is Polyak's heavy
+    ball, see :func:`inna_jax.dynamics.compare`); Nesterov is
+    :func:`inna_jax.dynamics.nesterov_scan`."""
+    grad_fn = jax.grad(loss_fn)
     if method == "nesterov":
-        path = nesterov_scan(grad_fn, problem.w0, step=lr, r=hyper, steps=steps)
-        return problem.path_loss(path), path[-1]
+        path = nesterov_scan(grad_fn, x0, step=lr, r=hyper, steps=steps)
+        return jax.lax.map(record, path, batch_size=64), path[-1]
     tx = optax.sgd(lr, momentum=hyper if method == "heavy_ball" else None)
 
     def body(carry, _):
-        w, state = carry
-        updates, state = tx.update(grad_fn(w), state, w)
-        w = optax.apply_updates(w, updates)
-        return (w, state), problem.loss_fn(w)
+        x, state = carry
+        updates, state = tx.update(grad_fn(x), state, x)
+        x = optax.apply_updates(x, updates)
+        return (x, state), record(x)
 
-    (w_last, _), losses = jax.lax.scan(body, (problem.w0, tx.init(problem.w0)), None, steps)
-    return jnp.concatenate([problem.loss_fn(problem.w0)[None], losses]), w_last
+    (x_last, _), path = jax.lax.scan(body, (x0, tx.init(x0)), None, steps)
+    return jnp.concatenate([record(x0)[None], path]), x_last
 
 
 def _run_one(problem, method, hyper, lr, steps, kernel, *, param_ode):
@@ -166,11 +170,13 @@ def _run_one(problem, method, hyper, lr, steps, kernel, *, param_ode):
         w_last = res.discrete[-1]
         del res
     else:
-        losses, w_last = _discrete_path(problem, method, hyper, lr, steps)
+        losses, w_last = _discrete_path(
+            problem.loss_fn, problem.w0, method, hyper, lr, steps, problem.loss_fn
+        )
         curves["discrete"] = np.asarray(losses, np.float64) / n
     lin_loss = jax.tree_util.Partial(_kernel_loss, jnp.asarray(kernel, problem.u0.dtype), problem.y)
-    lin = compare(method, lin_loss, problem.u0, steps=steps, learning_rate=lr, **args)
-    u_lin = np.asarray(lin.discrete, np.float64)
+    u_lin, _ = _discrete_path(lin_loss, problem.u0, method, hyper, lr, steps, lambda u: u)
+    u_lin = np.asarray(u_lin, np.float64)
     curves["linear"] = 0.5 * np.sum((u_lin - np.asarray(problem.y)) ** 2, axis=1) / n
     ntk = _ntk_ode(method, hyper, lr, kernel, problem.u0, problem.y, ts)
     curves["ntk_ode"] = np.asarray(ntk.loss, np.float64) / n
@@ -350,6 +356,7 @@ def run(
     learning_rate: float = 0.05,
     momenta: Sequence[float] = (0.2, 0.5, 0.8),
     dampings: Sequence[float] = (2.0, 3.0, 6.0, 8.0),
+    sweep_configs: Sequence[tuple[str, float]] = SWEEP_CONFIGS,
     seed: int = 0,
     verbose: bool = True,
 ) -> dict[str, Any]:
@@ -359,12 +366,13 @@ def run(
         out: output folder.
         n: number of training digits.
         width: hidden width m of the method sweep (GD, HB for each momentum, NAG for each r).
-        widths: widths of the width sweep (GD, HB b=0.5, NAG r=3).
+        widths: widths of the width sweep.
         steps: iterations of the method sweep.
         sweep_steps: iterations of the width sweep.
         learning_rate: eta for GD and heavy ball, s for Nesterov (sum-of-squares loss).
         momenta: heavy-ball momenta b (friction a = (1 - b)/sqrt(eta)).
         dampings: Nesterov damping constants r (momentum (k-1)/(k+r-1)).
+        sweep_configs: ``(method, momentum or r)`` pairs of the width sweep.
         seed: seed of the data split and of the network initialisation.
         verbose: print progress and the table.
 
@@ -429,7 +437,7 @@ def run(
         problem = _Problem(x, y, m, seed, dtype)
         k_m = np.asarray(ntk_gram(problem.predict, problem.w0, problem.x), np.float64)
         kernel_error = float(np.linalg.norm(k_m - kernel) / np.linalg.norm(kernel))
-        for method, hyper in (("gd", 0.0), ("heavy_ball", 0.5), ("nesterov", 3.0)):
+        for method, hyper in sweep_configs:
             t_run = time.perf_counter()
             c = _run_one(problem, method, hyper, learning_rate, sweep_steps, kernel, param_ode=True)
             sweep_rows.append(

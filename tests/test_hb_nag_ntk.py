@@ -1,0 +1,74 @@
+"""The dynamics-ntk experiment: a tiny run end to end, its outputs and the width trend."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from inna_jax import cli
+from inna_jax.dynamics import analytic_relu_ntk, predicted_rate
+from inna_jax.reproduce import hb_nag_ntk
+
+
+def test_cli_registers_dynamics_ntk_with_documented_flags():
+    parser = cli.build_parser()
+    args = parser.parse_args(["dynamics-ntk", "--n", "40", "--widths", "16", "64", "--full"])
+    assert args._module is hb_nag_ntk
+    assert (args.n, args.widths, args.full) == (40, [16, 64], True)
+    sub = parser._subparsers._group_actions[0].choices["dynamics-ntk"]
+    for action in sub._actions:
+        if action.dest != "help":
+            assert action.help, f"flag {action.option_strings} has no help text"
+
+
+def test_tiny_run_writes_outputs_and_gap_closes_with_width(tmp_path):
+    summary = hb_nag_ntk.run(
+        out=tmp_path,
+        n=40,
+        width=64,
+        widths=(16, 1024),
+        steps=60,
+        sweep_steps=30,
+        learning_rate=0.05,
+        momenta=(0.5,),
+        dampings=(3.0,),
+        sweep_configs=(("gd", 0.0), ("nesterov", 3.0)),
+        verbose=False,
+    )
+    for name in (
+        "rates.csv",
+        "curves.csv",
+        "width_sweep.csv",
+        "summary.json",
+        "loss_semilog.png",
+        "loss_loglog.png",
+        "slopes.png",
+        "width_sweep.png",
+    ):
+        assert (tmp_path / name).stat().st_size > 0, name
+
+    # the predicted column is the formula on the analytic kernel's lambda_0
+    x, _ = hb_nag_ntk.digits_regression(40)
+    lambda0 = float(np.linalg.eigvalsh(np.asarray(analytic_relu_ntk(x)))[0])
+    assert summary["lambda_0"] == pytest.approx(lambda0, rel=1e-6)
+    rows = {
+        (r["method"], float(r["hyper"])): r for r in csv.DictReader(open(tmp_path / "rates.csv"))
+    }
+    assert set(rows) == {("gd", 0.0), ("heavy_ball", 0.5), ("nesterov", 3.0)}
+    a = 0.5 / np.sqrt(0.05)
+    assert float(rows[("heavy_ball", 0.5)]["predicted"]) == pytest.approx(
+        -2 * predicted_rate("heavy_ball", lambda0, friction=a)
+    )
+    assert float(rows[("nesterov", 3.0)]["predicted"]) == -3.0
+    for r in rows.values():  # every loss falls
+        assert float(r["slope_discrete"]) < 0 and float(r["slope_ntk_ode"]) < 0
+
+    # the parameter-space ODE of the network approaches the NTK ODE as the width grows
+    sweep = json.loads((tmp_path / "summary.json").read_text())["width_sweep"]
+    for method in ("gd", "nesterov"):
+        narrow, wide = (r for r in sweep if r["method"] == method)
+        assert narrow["width"] == 16 and wide["width"] == 1024
+        assert wide["gap_param_ode_vs_ntk_ode"] < 0.5 * narrow["gap_param_ode_vs_ntk_ode"], method
+        assert wide["gap_network_vs_linear"] < 0.5 * narrow["gap_network_vs_linear"], method
+    assert sweep[-1]["kernel_error"] < 0.5 * sweep[0]["kernel_error"]
