@@ -94,7 +94,7 @@ LOSSES = ["mse", "cross_entropy", "binary_cross_entropy"]
 
 
 @pytest.mark.parametrize("loss", LOSSES)
-@pytest.mark.parametrize("b", [4, 40])  # P is 32, 38 or 26: b*C < P and b > P
+@pytest.mark.parametrize("b", [4, 40])  # P is 30, 35 or 25: b*C < P and b > P
 def test_direction_equals_dense_gauss_newton(loss, b):
     fn, params, x, y, c = _problem(loss, b)
     p = _flat(params).size
@@ -115,6 +115,23 @@ def test_direction_equals_dense_gauss_newton(loss, b):
             expected = _textbook(fn, params, x, y, loss, lam, c)
             gap = _rel(_flat(d), expected)
             assert gap < 1e-8, (implementation, lam, gap)
+
+
+def test_direction_equals_dense_gauss_newton_with_p_near_1000():
+    kp, kx, ky = jax.random.split(jax.random.key(11), 3)
+    k1, k2, k3 = jax.random.split(kp, 3)
+    params = {
+        "w1": jax.random.normal(k1, (20, 40)) / np.sqrt(20),
+        "b1": 0.1 * jax.random.normal(k2, (40,)),
+        "w2": jax.random.normal(k3, (40, 3)) / np.sqrt(40),
+    }
+    x = jax.random.normal(kx, (16, 20))
+    y = jax.random.randint(ky, (16,), 0, 3)
+    assert _flat(params).size == 960
+    for lam in (1e-6, 1.0, 10.0):
+        d = _direction(_predict, params, x, y, loss="cross_entropy", regularizer=lam)
+        expected = _textbook(_predict, params, x, y, "cross_entropy", lam, 3)
+        assert _rel(_flat(d), expected) < 1e-8, lam
 
 
 def test_dense_check_catches_the_JtLtLJ_pitfall():
