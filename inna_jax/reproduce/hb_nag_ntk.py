@@ -298,8 +298,9 @@ def _plot_slopes(out, rows):
         if not sel:
             continue
         pred = np.array([r["predicted"] for r in sel])
+        names = {"slope_discrete": "network (discrete)", "slope_ntk_ode": "NTK ODE"}
         for key, marker in (("slope_discrete", "o"), ("slope_ntk_ode", "x")):
-            ax.scatter(pred, [r[key] for r in sel], marker=marker, label=key.replace("slope_", ""))
+            ax.scatter(pred, [r[key] for r in sel], marker=marker, label=names[key])
         for r in sel:
             ax.annotate(
                 _label(r["method"], r["hyper"]), (r["predicted"], r["slope_discrete"]), fontsize=7
@@ -322,32 +323,40 @@ def _plot_width(out, sweep_rows):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    configs = sorted({(r["method"], r["hyper"]) for r in sweep_rows})
-    for method, hyper in configs:
+    configs = list(dict.fromkeys((r["method"], r["hyper"]) for r in sweep_rows))
+    for i, (method, hyper) in enumerate(configs):
         sel = [r for r in sweep_rows if (r["method"], r["hyper"]) == (method, hyper)]
         widths = [r["width"] for r in sel]
-        label = _label(method, hyper)
-        axes[0].loglog(widths, [r["gap_network_vs_linear"] for r in sel], "o-", label=label)
+        label, color = _label(method, hyper), f"C{i}"
+        axes[0].loglog(
+            widths,
+            [r["gap_network_vs_linear"] for r in sel],
+            "o-",
+            color=color,
+            label=f"{label}: network vs NTK (discrete)",
+        )
         axes[0].loglog(
             widths,
             [r["gap_param_ode_vs_ntk_ode"] for r in sel],
             "x--",
+            color=color,
             label=f"{label}: param ODE vs NTK ODE",
         )
-        (line,) = axes[1].semilogx(
-            widths, [r["final_loss_network"] for r in sel], "o-", label=f"{label} network"
+        axes[1].loglog(
+            widths,
+            [r["final_loss_network"] for r in sel],
+            "o-",
+            color=color,
+            label=f"{label} network",
         )
         axes[1].axhline(
-            sel[0]["final_loss_ntk_ode"],
-            color=line.get_color(),
-            ls=":",
-            label=f"{label} NTK ODE (m = inf)",
+            sel[0]["final_loss_ntk_ode"], color=color, ls=":", label=f"{label} NTK ODE (m = inf)"
         )
     kernel_rows = {r["width"]: r["kernel_error"] for r in sweep_rows}
     axes[2].loglog(list(kernel_rows), list(kernel_rows.values()), "o-", label="||K_m - K|| / ||K||")
     ref = np.array(list(kernel_rows))
     axes[2].loglog(ref, kernel_rows[ref[0]] * np.sqrt(ref[0] / ref), "k:", label="m^(-1/2)")
-    axes[0].set_title("max_t |log loss network - log loss linearized|")
+    axes[0].set_title("max_t |log loss - log loss of the NTK model|")
     axes[1].set_title("final training loss against width")
     axes[2].set_title("empirical NTK at init against the analytic kernel")
     for ax in axes:
@@ -471,7 +480,7 @@ def run(
             if verbose:
                 r = sweep_rows[-1]
                 print(
-                    f"  width {m:>6} {_label(method, hyper):<10} gap(network, linearized)="
+                    f"  width {m:>6} {_label(method, hyper):<10} gap(network, NTK discr)="
                     f"{r['gap_network_vs_linear']:.2e} gap(param ODE, NTK ODE)="
                     f"{r['gap_param_ode_vs_ntk_ode']:.2e} |K_m-K|/|K|={kernel_error:.3f} "
                     f"({time.perf_counter() - t_run:.1f} s)"
