@@ -62,7 +62,13 @@ SWEEP_CONFIGS = (("gd", 0.0), ("heavy_ball", 0.5), ("nesterov", 3.0))
 
 
 def digits_regression(n: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` training digits: standardized pixels scaled to unit norm, target = digit value."""
+    """``n`` training digits: standardized pixels scaled to unit norm, target = digit value.
+
+    Example:
+        >>> x, y = digits_regression(5)
+        >>> x.shape, round(float((x**2).sum(1).max()), 6), y.dtype.name
+        ((5, 64), 1.0, 'float64')
+    """
     from inna_jax.data import load_digits
 
     data = load_digits(seed=seed)
@@ -74,12 +80,26 @@ def digits_regression(n: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
 
 
 def two_layer_relu(params: jax.Array, inputs: jax.Array, signs: jax.Array) -> jax.Array:
-    r""":math:`f(x) = m^{-1/2}\sum_r a_r\,\mathrm{relu}(w_r\cdot x)`; ``params`` is W, (m, d)."""
+    r""":math:`f(x) = m^{-1/2}\sum_r a_r\,\mathrm{relu}(w_r\cdot x)`; ``params`` is W, (m, d).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> w = jnp.array([[1.0, 0.0], [0.0, 1.0]])
+        >>> two_layer_relu(w, jnp.array([[2.0, -1.0]]), jnp.array([1.0, -1.0])).round(4)
+        Array([1.4142], dtype=float32)
+    """
     return jax.nn.relu(inputs @ params.T) @ signs / jnp.sqrt(signs.shape[0])
 
 
 def init_network(key: jax.Array, width: int, dim: int, dtype: Any) -> tuple[jax.Array, jax.Array]:
-    """W ~ N(0, I) of shape (width, dim) and fixed output signs a_r = +-1."""
+    """W ~ N(0, I) of shape (width, dim) and fixed output signs a_r = +-1.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> w, signs = init_network(jax.random.PRNGKey(0), 8, 3, jnp.float32)
+        >>> w.shape, sorted(set(signs.tolist())) in ([-1.0, 1.0], [-1.0], [1.0])
+        ((8, 3), True)
+    """
     key_w, key_a = jax.random.split(key)
     w = jax.random.normal(key_w, (width, dim), dtype)
     signs = jax.random.rademacher(key_a, (width,)).astype(dtype)
