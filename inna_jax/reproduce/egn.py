@@ -14,10 +14,10 @@ mnist1d (classification) with
 
 Every method starts from the same weights and sees the same batches for a given seed.
 The command prints a table (final test RMSE or accuracy, mean and standard deviation over
-seeds, training seconds, steps) and writes ``egn_curves.png`` (test metric against
-wall-clock time and against steps), ``table.csv``, ``table.json``, ``histories.csv`` and
-``summary.json`` into ``--out``. ``--full`` uses the paper-like settings (5 seeds, more
-epochs).
+seeds, training seconds, steps, runs stopped by a non-finite loss) and writes
+``egn_curves.png`` (test metric against wall-clock time and against steps), ``table.csv``,
+``table.json``, ``histories.csv`` (one row per run and epoch) and ``summary.json`` into
+``--out``. ``--full`` uses the paper-like settings (5 seeds, more epochs).
 """
 
 from __future__ import annotations
@@ -264,7 +264,8 @@ def run(
                 for h in hist:
                     history_rows.append(
                         {"dataset": data.name, "method": method, "learning_rate": lr, "seed": s}
-                        | {k: h.get(k) for k in ("epoch", "step", "time_s", "train_loss", key)}
+                        | {k: h.get(k) for k in ("epoch", "step", "time_s", "train_loss")}
+                        | {"metric": key, "value": h.get(key)}
                     )
         for method in ("egn", "egn_lm", "sgn", "sgd", "adam"):
             best = None
