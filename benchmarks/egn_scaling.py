@@ -13,7 +13,10 @@ step of
 Times are medians over several calls after compilation (``block_until_ready``). Peak memory
 is XLA's own account of the compiled step, ``memory_analysis()``: temporary buffers plus
 arguments plus outputs (minus aliased bytes). Float32 throughout. Sizes whose estimated cost
-exceeds ``--max-gflop`` are listed as skipped with the reason. Run by hand:
+exceeds ``--max-gflop`` are listed as skipped with the reason. LAPACK (OpenBLAS, which
+jaxlib's CPU Cholesky calls) is limited to one thread with ``threadpoolctl``: on a busy
+2-core machine its threaded ``potrf`` for n >= 256 took 175 ms instead of 0.3 ms (spinning
+threads); ``--blas-threads`` changes it. Run by hand:
 
     python benchmarks/egn_scaling.py            # a few minutes on a 2-core CPU
     python benchmarks/egn_scaling.py --max-gflop 2000 --repeats 5
@@ -33,6 +36,7 @@ import jax
 import jax.flatten_util
 import jax.numpy as jnp
 import optax
+from threadpoolctl import threadpool_limits
 
 import inna_jax
 
@@ -159,11 +163,20 @@ def main() -> None:
         "--max-dense-gb", type=float, default=2.0, help="skip the dense P x P solve above this"
     )
     parser.add_argument("--json", default=None, help="write the rows to this JSON file")
+    parser.add_argument(
+        "--blas-threads", type=int, default=1, help="OpenBLAS/LAPACK threads (threadpoolctl)"
+    )
     args = parser.parse_args()
+    with threadpool_limits(limits=args.blas_threads, user_api="blas"):
+        _run(args)
+
+
+def _run(args: argparse.Namespace) -> None:
 
     print(
         f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
-        f"cpu_count={os.cpu_count()}, jax {jax.__version__}, device={jax.devices()[0]}"
+        f"cpu_count={os.cpu_count()}, jax {jax.__version__}, device={jax.devices()[0]}, "
+        f"blas_threads={args.blas_threads}"
     )
     rows, skipped = [], []
     for p_target in args.p:

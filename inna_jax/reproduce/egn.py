@@ -200,6 +200,7 @@ def run(
     sgd_grid: tuple[float, ...] = SGD_GRID,
     adam_grid: tuple[float, ...] = ADAM_GRID,
     quiet: bool = True,
+    blas_threads: int = 1,
 ) -> list[dict[str, Any]]:
     """Trains EGN, SGN and the tuned SGD and Adam on each data set; writes table and figure.
 
@@ -216,6 +217,7 @@ def run(
         sgd_grid: SGD learning rates tried.
         adam_grid: Adam learning rates tried.
         quiet: turn the progress bars off.
+        blas_threads: OpenBLAS/LAPACK threads during the run (``threadpoolctl``).
 
     Returns:
         One row per (data set, method): ``dataset``, ``method``, ``learning_rate``, ``metric``,
@@ -223,9 +225,41 @@ def run(
         ``stopped`` (seeds whose run hit a non-finite loss and stopped early; their final
         metric is that of the last finite parameters).
     """
-    out = Path(out)
+    from threadpoolctl import threadpool_limits
+
+    # One LAPACK thread: jaxlib's CPU Cholesky calls OpenBLAS, whose threaded potrf for
+    # n >= 256 (EGN's b*C = 320 here) spins for ~0.2 s per call on a busy machine.
+    with threadpool_limits(limits=blas_threads, user_api="blas"):
+        return _run(
+            out=Path(out),
+            datasets=datasets,
+            seeds=seeds,
+            epochs={**DEFAULT_EPOCHS, **(epochs or {})},
+            batch_size=batch_size,
+            egn_learning_rate=egn_learning_rate,
+            egn_regularizer=egn_regularizer,
+            sgn_learning_rate=sgn_learning_rate,
+            sgd_grid=sgd_grid,
+            adam_grid=adam_grid,
+            quiet=quiet,
+        )
+
+
+def _run(
+    *,
+    out,
+    datasets,
+    seeds,
+    epochs,
+    batch_size,
+    egn_learning_rate,
+    egn_regularizer,
+    sgn_learning_rate,
+    sgd_grid,
+    adam_grid,
+    quiet,
+) -> list[dict[str, Any]]:
     out.mkdir(parents=True, exist_ok=True)
-    epochs = {**DEFAULT_EPOCHS, **(epochs or {})}
     loaded, skipped = [], []
     for name in datasets:
         data = load(name)
@@ -344,6 +378,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--full", action="store_true", help="paper-like run: 5 seeds and more epochs (slow)"
     )
     parser.add_argument("--progress", action="store_true", help="show tqdm progress bars")
+    parser.add_argument(
+        "--blas-threads", type=int, default=1, help="OpenBLAS/LAPACK threads (Cholesky on CPU)"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -362,5 +399,6 @@ def main(args: argparse.Namespace) -> int:
         egn_regularizer=args.egn_regularizer,
         sgn_learning_rate=args.sgn_lr,
         quiet=not args.progress,
+        blas_threads=args.blas_threads,
     )
     return 0
