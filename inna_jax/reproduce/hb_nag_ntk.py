@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from inna_jax import ntk_gram
 from inna_jax.dynamics import (
     analytic_relu_ntk,
     compare,
@@ -473,8 +474,6 @@ def run(
 
     # 2. width sweep
     sweep_rows = []
-    from inna_jax import ntk_gram
-
     for m in widths:
         problem = _Problem(x, y, m, seed, dtype)
         k_m = np.asarray(ntk_gram(problem.predict, problem.w0, problem.x), np.float64)
