@@ -17,9 +17,9 @@ if __name__ == "__main__":
         seeds=5,
         epochs=egn.FULL_EPOCHS,
         batch_size=32,  # the paper uses 32 to 128
-        egn_learning_rate=1.0,
+        egn_learning_rates=(0.1, 0.3, 1.0),
         egn_regularizer=1.0,
-        sgn_learning_rate=1.0,
+        sgn_learning_rates=(0.1, 0.3, 1.0),
         sgd_grid=(1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
         adam_grid=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2),
         quiet=False,

@@ -15,6 +15,8 @@ def test_run_writes_table_curves_and_histories(tmp_path):
         seeds=1,
         epochs={"diabetes": 1},
         batch_size=64,
+        egn_learning_rates=(1.0,),
+        sgn_learning_rates=(1.0,),
         sgd_grid=(1e-2,),
         adam_grid=(1e-3,),
     )
