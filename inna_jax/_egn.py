@@ -240,6 +240,13 @@ def egn(
     = 0.5 (less damping), then it is clipped to ``lm_bounds``. A non-positive predicted
     decrease, or a non-finite actual one, counts as :math:`\rho = 0`.
 
+    ``learning_rate``, ``regularizer``, ``momentum`` and the Armijo and LM factors may be
+    traced: with ``optax.inject_hyperparams(inna_jax.egn, static_args=("predict_fn", "loss",
+    "line_search", "adaptive_regularization", "armijo_max_trials"))`` they become state. On
+    CPU, keep LAPACK single-threaded (``threadpoolctl.threadpool_limits(1, "blas")``) when
+    the machine is busy: OpenBLAS's threaded Cholesky for systems of size >= 256 can spin for
+    hundreds of milliseconds.
+
     The loss on which EGN works is :math:`(1/b)\sum_i \ell_i`, with :math:`\ell` as in
     :func:`egn_direction` (``mse`` is half the squared error); the ``grads`` given to
     ``update`` are not used, since EGN computes the gradient with its own loss.
