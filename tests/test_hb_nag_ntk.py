@@ -27,9 +27,9 @@ def test_tiny_run_writes_outputs_and_gap_closes_with_width(tmp_path):
         out=tmp_path,
         n=40,
         width=64,
-        widths=(16, 1024),
-        steps=60,
-        sweep_steps=30,
+        widths=(16, 512),
+        steps=40,
+        sweep_steps=20,
         learning_rate=0.05,
         momenta=(0.5,),
         dampings=(3.0,),
@@ -68,7 +68,7 @@ def test_tiny_run_writes_outputs_and_gap_closes_with_width(tmp_path):
     sweep = json.loads((tmp_path / "summary.json").read_text())["width_sweep"]
     for method in ("gd", "nesterov"):
         narrow, wide = (r for r in sweep if r["method"] == method)
-        assert narrow["width"] == 16 and wide["width"] == 1024
+        assert narrow["width"] == 16 and wide["width"] == 512
         assert wide["gap_param_ode_vs_ntk_ode"] < 0.5 * narrow["gap_param_ode_vs_ntk_ode"], method
         assert wide["gap_network_vs_linear"] < 0.5 * narrow["gap_network_vs_linear"], method
     assert sweep[-1]["kernel_error"] < 0.5 * sweep[0]["kernel_error"]
