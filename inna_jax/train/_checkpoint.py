@@ -44,6 +44,16 @@ class Checkpointer:
     Args:
         directory: the checkpoint folder (created if missing).
         max_to_keep: how many recent checkpoints to keep.
+
+    Example:
+        >>> import tempfile, jax.numpy as jnp
+        >>> from inna_jax.train import Checkpointer
+        >>> ckpt = Checkpointer(tempfile.mkdtemp())
+        >>> ckpt.save(7, {"w": jnp.arange(3.0)}, {"epoch": 1})
+        >>> ckpt.wait()
+        >>> state, meta = ckpt.restore(ckpt.latest_step(), {"w": jnp.zeros(3)})
+        >>> state["w"].tolist(), meta
+        ([0.0, 1.0, 2.0], {'epoch': 1})
     """
 
     def __init__(self, directory: str | Path, *, max_to_keep: int = 2):

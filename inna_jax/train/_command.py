@@ -178,7 +178,17 @@ def run(
 
 
 def add_parallel_arguments(parser: argparse.ArgumentParser) -> None:
-    """Adds ``--devices`` and the multi-host flags (see :func:`setup_parallel`)."""
+    """Adds ``--devices`` and the multi-host flags (see :func:`setup_parallel`).
+
+    Example:
+        >>> import argparse
+        >>> from inna_jax.train import add_parallel_arguments
+        >>> parser = argparse.ArgumentParser()
+        >>> add_parallel_arguments(parser)
+        >>> args = parser.parse_args(["--devices", "4", "--num-processes", "2"])
+        >>> args.devices, args.num_processes, args.coordinator_address
+        (4, 2, None)
+    """
     g = parser.add_argument_group("devices and hosts")
     g.add_argument(
         "--devices",
@@ -207,7 +217,17 @@ def add_parallel_arguments(parser: argparse.ArgumentParser) -> None:
 
 def setup_parallel(args: argparse.Namespace) -> None:
     """Starts ``jax.distributed`` from the flags of :func:`add_parallel_arguments` or from the
-    environment (TPU pod, SLURM); a no-op for one process."""
+    environment (TPU pod, SLURM); a no-op for one process.
+
+    Example:
+        >>> import argparse, jax
+        >>> from inna_jax.train import add_parallel_arguments, setup_parallel
+        >>> parser = argparse.ArgumentParser()
+        >>> add_parallel_arguments(parser)
+        >>> setup_parallel(parser.parse_args([]))  # no flags, no cluster: one process
+        >>> jax.process_count()
+        1
+    """
     initialize_distributed(
         args.coordinator_address,
         args.num_processes,
