@@ -514,14 +514,15 @@ def run(
             "summary.json",
         )
     }
-    _write_csv(out / "grid.csv", grid_rows)
-    _write_csv(out / "histories.csv", history_rows)
-    _write_csv(out / "table.csv", rows)
-    (out / "table.json").write_text(json.dumps(rows, indent=2) + "\n")
-    _plot(out / "figure2.png", curves, table, label)
     setting["wall_time_s"] = round(time.perf_counter() - t0, 1)
     summary = {"setting": setting, "gamma0": gamma0, "table": rows}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if jax.process_index() == 0:  # several hosts compute the same results; one writes them
+        _write_csv(out / "grid.csv", grid_rows)
+        _write_csv(out / "histories.csv", history_rows)
+        _write_csv(out / "table.csv", rows)
+        (out / "table.json").write_text(json.dumps(rows, indent=2) + "\n")
+        _plot(out / "figure2.png", curves, table, label)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     say(f"\nFinal table after {epochs} epochs ({label}):")
     say(_format_table(rows))
     say(f"\nwrote {', '.join(files)} to {out} in {setting['wall_time_s']} s")
