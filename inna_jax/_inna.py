@@ -373,23 +373,17 @@ def inna(
             a_minus_1 = -c * (a + lam) + c * c * lam / b
             a_minus_1 = a_minus_1 - c * mu * (1 + a_minus_1)
             coef_z, coef_g = -c / b, c * (c - b)
-            t, g = t.astype(dtype), g.astype(dtype)
+            tc, g = t.astype(dtype), g.astype(dtype)
             # at the first update, z holds -alpha beta theta_0: add beta (s - beta) g_0
             coef_g_z = c * b + jnp.where(first, b * (s - b), jnp.zeros((), dtype))
             z_next = z.astype(dtype) + coef_g_z * g
             if not no_decay:
-                z_next = z_next + z_theta * t
-            update = a_minus_1 * t + coef_z * z_next + coef_g * g
-            return _Pair(update, z_next.astype(z.dtype))
+                z_next = z_next + z_theta * tc
+            update = a_minus_1 * tc + coef_z * z_next + coef_g * g
+            return _Pair(update.astype(t.dtype), z_next.astype(z.dtype))
 
         pairs = jax.tree.map(leaf, updates, params, state.psi_minus_theta, is_leaf=_is_none)
         new_updates, new_z = _unzip(pairs)
-        new_updates = jax.tree.map(
-            lambda u, t: None if u is None else u.astype(t.dtype),
-            new_updates,
-            params,
-            is_leaf=_is_none,
-        )
         new_z = _keep_missing(new_z, state.psi_minus_theta)
         count = optax.safe_int32_increment(state.count)
         return new_updates, InnaState(count=count, psi_minus_theta=new_z)
