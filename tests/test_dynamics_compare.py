@@ -33,7 +33,8 @@ def test_inna_discrete_is_reference_update_and_close_to_din():
     alpha, beta, speed, lr = 0.5, 0.2, 1.0, 0.01
     res = compare("inna", smooth_loss, jnp.asarray(THETA0), steps=STEPS, learning_rate=lr,
                   alpha=alpha, beta=beta, initial_speed=speed)  # fmt: skip
-    # REFERENCE §1, transcribed: psi0, then phi, theta and psi updates from the old values
+    # Castera et al. (JMLR 2021), Algorithm 1, transcribed: psi0, then phi, theta and psi
+    # updates from the old values
     theta = THETA0.copy()
     g0 = np_grad(theta)
     psi = (1 - alpha * beta) * theta - beta**2 * g0 + beta * speed * g0

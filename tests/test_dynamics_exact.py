@@ -68,11 +68,11 @@ def test_heavy_ball_is_expm():
 def test_din_is_expm(alpha, beta, speed):
     sol = solve_din(quadratic, jnp.asarray(THETA0), alpha=alpha, beta=beta, t1=TS[-1],
                     initial_speed=speed, ts=TS, stepsize_controller=TIGHT)  # fmt: skip
-    # DIN with grad J = A theta, written out as a block matrix (REFERENCE §2)
+    # DIN with grad J = A theta, written out as a block matrix (JMLR 2021, Section 2)
     eye = np.eye(DIM)
     c = alpha - 1 / beta
     m = np.block([[-beta * A - c * eye, -eye / beta], [-c * eye, -eye / beta]])
-    # psi0 from the change of variable, with theta'(0) = -s A theta0 (REFERENCE §1)
+    # psi0 from the change of variable, with theta'(0) = -s A theta0 (JMLR 2021, Section 2)
     g0 = A @ THETA0
     psi0 = -beta * (-speed * g0) - beta**2 * g0 - (alpha * beta - 1) * THETA0
     reference = expm_path(m, np.concatenate([THETA0, psi0]))

@@ -63,7 +63,7 @@ def _textbook(fn, params, x, y, loss, lam, c, curvature="JtQJ"):
         else:
             p = 1 / (1 + np.exp(-f[i, 0]))
             q, r = np.array([[p * (1 - p)]]), np.array([p - float(y[i])])
-        if curvature == "JtLtLJ":  # the pitfall of REFERENCE section 4: Q = L L^T, used as L^T L
+        if curvature == "JtLtLJ":  # a known pitfall (Q = L L^T used as L^T L)
             low = np.linalg.cholesky(q + 1e-12 * np.eye(c))
             q = low.T @ low
         blocks.append(q)

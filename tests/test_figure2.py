@@ -24,7 +24,8 @@ def test_make_optimizer_steps_match_the_protocol():
     for k in range(3):
         u, state = tx.update(g, state, theta)
         np.testing.assert_allclose(u["w"], -g0 / np.sqrt(k + 1) * np.asarray(g["w"]), rtol=1e-12)
-    # INNA (alpha, beta): REFERENCE section 1 transcribed in NumPy, psi_0 = (1 - a b) theta_0.
+    # INNA (alpha, beta): Castera et al. (JMLR 2021) Algorithm 1 transcribed in NumPy,
+    # psi_0 = (1 - a b) theta_0.
     for method, (a, b) in figure2.INNA_SETTINGS.items():
         tx = figure2.make_optimizer(method, g0)
         state, params = tx.init(theta), theta

@@ -21,7 +21,7 @@ def strict_dtype_promotion():
 
 
 # --------------------------------------------------------------------------------------
-# An independent NumPy transcription of the authors' PyTorch optimizer step (REFERENCE §1).
+# An independent NumPy transcription of the authors' PyTorch optimizer step (Algorithm 1).
 # It shares no code with the package: formulas are written from the paper.
 # --------------------------------------------------------------------------------------
 def numpy_inna_trajectory(

@@ -1,6 +1,6 @@
 r"""Discrete methods against their ODE limits, on one time axis, and the fitted order of the gap.
 
-Time axes (REFERENCE §3), for each ``method``:
+Time axes (Su, Boyd, Candès, JMLR 2016, §2; Bu, Xu, Chen, AISTATS 2021, §3), for each ``method``:
 
 - "inna": :func:`inna_jax.inna` in ``lax.scan`` against DIN, at :math:`t_k = \sum_{i<k}\gamma_i`;
 - "gd": ``optax.sgd(lr)`` against the gradient flow, at :math:`t_k = \sum_{i<k}\gamma_i`;

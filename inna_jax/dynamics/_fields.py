@@ -8,10 +8,11 @@ as :math:`u \mapsto K(u - y)` for function-space dynamics. Hyperparameters are a
 of the module, so they may be traced and vmapped, and a solve jit-compiled once serves every
 value.
 
-Time scalings (see :mod:`inna_jax.dynamics` and REFERENCE §3): INNA and gradient descent with
-steps :math:`\gamma_k` follow their ODE on :math:`t_k = \sum_{i<k}\gamma_i`; heavy ball with
-step :math:`\eta` and momentum :math:`b = 1 - a\sqrt\eta`, and Nesterov with momentum
-:math:`(k-1)/(k+r-1)`, follow theirs on :math:`t = k\sqrt\eta`.
+Time scalings (see :mod:`inna_jax.dynamics`; Su, Boyd, Candès 2016, §2; Bu, Xu, Chen 2021,
+§3): INNA and gradient descent with steps :math:`\gamma_k` follow their ODE on
+:math:`t_k = \sum_{i<k}\gamma_i`; heavy ball with step :math:`\eta` and momentum
+:math:`b = 1 - a\sqrt\eta`, and Nesterov with momentum :math:`(k-1)/(k+r-1)`, follow theirs on
+:math:`t = k\sqrt\eta`.
 """
 
 from __future__ import annotations

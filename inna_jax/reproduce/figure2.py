@@ -1,6 +1,6 @@
 """Figure 2 of the INNA paper: SGD, Adagrad, Adam and three INNA settings trained side by side.
 
-The authors' protocol (Castera et al., JMLR 2021, Section 5; REFERENCE section 1): batch 32,
+The authors' protocol (Castera et al., JMLR 2021, Section 5): batch 32,
 cross-entropy; gamma_k = gamma_0 / sqrt(k + 1) for INNA and SGD, constant learning rates for
 Adam and Adagrad; gamma_0 per method chosen by a grid search on the first epochs (lowest
 training loss); several seeds, all methods starting from the same initial weights for a

@@ -3,13 +3,14 @@
 A two-layer ReLU network f(x) = m^(-1/2) sum_r a_r relu(w_r . x), a_r = +-1 fixed, trains its
 first layer W on n digits (scikit-learn's 8x8 set, inputs standardized then scaled to unit
 norm, target = the digit value) with the loss L(W) = 1/2 ||f(X; W) - y||^2. Each method runs
-three ways on one time axis (REFERENCE §3: GD t = k eta; heavy ball t = k sqrt(eta) with
-a = (1 - b)/sqrt(eta); Nesterov t = k sqrt(s)):
+three ways on one time axis (Bu, Xu, Chen, AISTATS 2021, §3: GD t = k eta; heavy ball
+t = k sqrt(eta) with a = (1 - b)/sqrt(eta); Nesterov t = k sqrt(s)):
 
 * the discrete method on the network, and its parameter-space ODE
   (:func:`inna_jax.dynamics.compare`);
 * the same discrete method on the linearized network in function space, u -> K(u - y);
-* the NTK function-space ODE with the infinite-width kernel K (analytic, REFERENCE §3),
+* the NTK function-space ODE with the infinite-width kernel K (analytic: Jacot et al. 2018;
+  Bu, Xu, Chen 2021, §3),
   :func:`inna_jax.dynamics.solve_function_space`.
 
 It prints and writes the fitted log-loss slopes against the predicted rates (GD -2 lambda_0,
