@@ -63,12 +63,12 @@ def innaprop(
     step :math:`\ge \beta` would still give INNA's finite step, not the authors'
     :math:`\pm\infty`.
 
-    **Continuous time.** The paper does not state a continuous-time system with the
-    adaptive scaling: it motivates INNAprop by DIN, the continuous system of INNA
-    (arXiv:2410.05871, Section 2 and Appendix B), and inserts the RMSprop scaling in the
-    discrete scheme. With a constant scaling :math:`d`, INNAprop is the explicit Euler scheme
-    of DIN for the preconditioned gradient :math:`\nabla J / d` (see
-    :func:`inna_jax.dynamics.din_vector_field` for DIN).
+    **Continuous time.** The paper motivates INNAprop by DIN, the continuous-time system of
+    INNA (Section 2, derivation in Appendix B), and brings in the RMSprop scaling in the
+    discrete scheme; it states no continuous-time system with the adaptive scaling, so
+    :mod:`inna_jax.dynamics` has none for INNAprop. With the scaling :math:`d` frozen,
+    INNAprop is the explicit Euler scheme of DIN for the preconditioned gradient
+    :math:`\nabla J / d` (see :func:`inna_jax.dynamics.din_vector_field`).
 
     Args:
         learning_rate: :math:`\gamma_k \ge 0`, a float below :math:`\beta` or an optax
@@ -106,9 +106,9 @@ def innaprop(
 
     References:
         Bolte, Boustany, Pauwels, Purica, "A second-order-like optimizer with adaptive
-        gradient scaling for deep learning", arXiv:2410.05871 (2024), Section 2 and
-        Algorithm 1; authors' code https://github.com/innaprop/innaprop
-        (``GPT-2_scratch/optimizers/innaprop.py``).
+        gradient scaling for deep learning", arXiv:2410.05871 (2024), Section 2 (the
+        algorithm) and Appendix B (its derivation from DIN); authors' code
+        https://github.com/innaprop/innaprop (``GPT-2_scratch/optimizers/innaprop.py``).
     """
     check_positive("alpha", alpha)
     check_positive("beta", beta)
