@@ -1,10 +1,12 @@
-"""Throughput of one jitted optimizer update: INNA against optax's SGD-momentum and Adam.
+"""Throughput of one jitted optimizer update: INNA and INNAprop against SGD-momentum and Adam.
 
 Every step is ``(params, state, grads) -> (params', state')`` under ``jax.jit`` with the
 parameters and the optimizer state donated, so XLA may update them in place. The
 "bandwidth floor" is a fused kernel that reads and writes as many bytes as INNA must
 (read theta, psi, g; write theta, psi) and does nothing else. SGD with momentum moves the
-same bytes (read theta, m, g; write theta, m); Adam moves more (two moments).
+same bytes (read theta, m, g; write theta, m). Adam (read theta, m, v, g; write theta, m, v)
+and INNAprop (read theta, z, v, g; write theta, z, v) move seven arrays; the GB/s column
+counts, for each method, the arrays it must move at least.
 
 XLA:CPU does not fuse kernels with two outputs, so on CPU that literal floor kernel pays two
 buffer copies. The script therefore also reports an ideal floor: five array passes at the
@@ -82,7 +84,9 @@ def bench(size: int, leaves: int, rounds: int, inner: int) -> dict[str, float]:
     methods = {
         "inna": inna_jax.inna(0.1, 0.5, 0.1),
         "sgd_momentum": optax.sgd(0.1, momentum=0.9),
+        "innaprop": inna_jax.innaprop(1e-3),  # default decoupled weight decay 0.01
         "adam": optax.adam(1e-3),
+        "adamw": optax.adamw(1e-3, weight_decay=0.01),
     }
     runners = {}
     for name, tx in methods.items():
@@ -131,20 +135,21 @@ def main() -> None:
         f"median of {args.rounds} rounds x {args.inner} updates\n"
     )
     header = (
-        f"{'params':>8} {'method':>13} {'ms/update':>10} {'GB/s (5 arrays)':>16} "
-        f"{'vs SGD-m':>9} {'vs floor':>9} {'vs ideal':>9}"
+        f"{'params':>8} {'method':>13} {'ms/update':>10} {'arrays':>7} {'GB/s':>7} "
+        f"{'vs SGD-m':>9} {'vs Adam':>8} {'vs floor':>9} {'vs ideal':>9}"
     )
     print(header)
     print("-" * len(header))
+    arrays = {"adam": 7, "adamw": 7, "innaprop": 7}  # the others: 5
     for size in (int(s) for s in args.sizes):
         med = bench(size, args.leaves, args.rounds, args.inner)
-        moved = 5 * 4 * size  # bytes INNA must move: read theta, psi, g; write theta, psi
-        for name in ["inna", "sgd_momentum", "adam", "floor", "ideal_floor"]:
+        for name in ["inna", "sgd_momentum", "innaprop", "adam", "adamw", "floor", "ideal_floor"]:
             t = med[name]
+            moved = arrays.get(name, 5) * 4 * size  # bytes the method must move at least
             print(
-                f"{size:>8.0e} {name:>13} {1e3 * t:>10.3f} {moved / t / 1e9:>16.1f} "
-                f"{t / med['sgd_momentum']:>9.3f} {t / med['floor']:>9.3f} "
-                f"{t / med['ideal_floor']:>9.3f}"
+                f"{size:>8.0e} {name:>13} {1e3 * t:>10.3f} {arrays.get(name, 5):>7} "
+                f"{moved / t / 1e9:>7.1f} {t / med['sgd_momentum']:>9.3f} "
+                f"{t / med['adam']:>8.3f} {t / med['floor']:>9.3f} {t / med['ideal_floor']:>9.3f}"
             )
         print()
 

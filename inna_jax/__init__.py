@@ -1,4 +1,4 @@
-"""inna_jax: inertial-Newton (INNA/DIN) and exact Gauss-Newton (EGN) optimizers for JAX.
+"""inna_jax: inertial-Newton (INNA/DIN, INNAprop) and exact Gauss-Newton (EGN) optimizers for JAX.
 
 The public API is exactly what is re-exported here; see ``__all__``.
 """
@@ -7,12 +7,14 @@ from inna_jax import dynamics as dynamics
 from inna_jax._egn import egn as egn
 from inna_jax._egn import egn_direction as egn_direction
 from inna_jax._gauss_newton_step import GaussNewtonState as GaussNewtonState
-from inna_jax._inna import InnaState as InnaState
 from inna_jax._inna import inna as inna
 from inna_jax._inna import inna_psi0 as inna_psi0
 from inna_jax._inna import inna_step as inna_step
 from inna_jax._inna import transform as transform
+from inna_jax._innaprop import innaprop as innaprop
 from inna_jax._ntk import ntk_gram as ntk_gram
+from inna_jax._scale_by_inna import InnaState as InnaState
+from inna_jax._scale_by_inna import scale_by_inna as scale_by_inna
 from inna_jax._schedules import power_decay as power_decay
 from inna_jax._sgn import sgn as sgn
 
@@ -27,8 +29,10 @@ __all__ = [
     "inna",
     "inna_psi0",
     "inna_step",
+    "innaprop",
     "ntk_gram",
     "power_decay",
+    "scale_by_inna",
     "sgn",
     "transform",
 ]

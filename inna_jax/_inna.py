@@ -1,4 +1,4 @@
-r"""INNA (a.k.a. INDIAN): the inertial Newton algorithm as a pure update and an optax optimizer.
+r"""INNA (a.k.a. INDIAN): the pure update, the initial auxiliary variable, and the optimizers.
 
 The discrete update, with step :math:`\gamma_k`, friction :math:`\alpha > 0`, Newtonian
 damping :math:`\beta > 0` and a (stochastic, sub-)gradient :math:`g_k`:
@@ -10,55 +10,28 @@ damping :math:`\beta > 0` and a (stochastic, sub-)gradient :math:`g_k`:
     \psi_{k+1}   &= \psi_k + \gamma_k \phi_k
 
 It is the explicit Euler step of the DIN system (see :mod:`inna_jax.dynamics`), and
-:math:`\lambda` is the coupled weight decay of the authors' PyTorch code.
+:math:`\lambda` is the coupled weight decay of the authors' PyTorch code. The optimizers
+:func:`inna` and :func:`transform` are :func:`inna_jax.scale_by_inna` (the lower layer, in
+:mod:`inna_jax._scale_by_inna`) applied to the raw gradient.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
 
-from inna_jax._validation import check_nonnegative, check_positive, concrete_float
-
-_NO_PARAMS_MSG = (
-    "inna needs the current parameters: its direction depends on theta, not only on the "
-    "gradient. Call tx.update(grads, state, params)."
-)
-
-
-def _is_none(x: Any) -> bool:
-    return x is None
-
-
-class _Pair(NamedTuple):
-    """Two per-leaf results, unzipped by :func:`_unzip` (a class, so no user pytree matches)."""
-
-    first: Any
-    second: Any
-
-
-def _unzip(pairs: Any) -> tuple[Any, Any]:
-    """Splits a pytree of :class:`_Pair` (or ``None``) leaves into two pytrees."""
-    is_pair = lambda x: isinstance(x, _Pair)
-    first = jax.tree.map(lambda x: None if x is None else x.first, pairs, is_leaf=is_pair)
-    second = jax.tree.map(lambda x: None if x is None else x.second, pairs, is_leaf=is_pair)
-    return first, second
-
-
-def _compute_dtype(*leaves: jax.Array) -> jnp.dtype:
-    """The standard promotion of the leaves' dtypes (bf16 with f32 gives f32), also when the
-    user runs JAX with strict promotion: the casts that follow are explicit."""
-    with jax.numpy_dtype_promotion("standard"):
-        return jnp.result_type(*(leaf.dtype for leaf in leaves))
+from inna_jax._leafwise import Pair, compute_dtype, is_none, unzip
+from inna_jax._scale_by_inna import scale_by_inna
+from inna_jax._validation import check_nonnegative, check_positive
 
 
 def _leaf_step(theta, psi, grad, learning_rate, alpha, beta, weight_decay):
     """One INNA step on one leaf, in the promoted dtype of (theta, psi, grad)."""
-    dtype = _compute_dtype(theta, psi, grad)
+    dtype = compute_dtype(theta, psi, grad)
     t, p, g = (x.astype(dtype) for x in (theta, psi, grad))
     lr, a, b, wd = (jnp.asarray(h, dtype) for h in (learning_rate, alpha, beta, weight_decay))
     inv_b = 1 / b
@@ -122,15 +95,15 @@ def inna_step(
         if t is None:
             return None
         if g is None:
-            return _Pair(t, p)
+            return Pair(t, p)
         dt, dp = _leaf_step(t, p, g, learning_rate, alpha, beta, weight_decay)
         dtype = dt.dtype
-        return _Pair(
+        return Pair(
             (t.astype(dtype) + dt).astype(t.dtype),
             (p.astype(dtype) + dp).astype(p.dtype),
         )
 
-    return _unzip(jax.tree.map(step, theta, psi, grad, is_leaf=_is_none))
+    return unzip(jax.tree.map(step, theta, psi, grad, is_leaf=is_none))
 
 
 def inna_psi0(
@@ -183,41 +156,11 @@ def inna_psi0(
     def leaf(t, g):
         if t is None:
             return None
-        dtype = _compute_dtype(t, g)
+        dtype = compute_dtype(t, g)
         a, b, s = (jnp.asarray(h, dtype) for h in (alpha, beta, initial_speed))
         return ((1 - a * b) * t.astype(dtype) + b * (s - b) * g.astype(dtype)).astype(t.dtype)
 
-    return jax.tree.map(leaf, theta, grad, is_leaf=_is_none)
-
-
-class InnaState(NamedTuple):
-    r"""State of :func:`inna`.
-
-    Attributes:
-        count: number of updates applied so far (int32). While it is 0,
-            ``psi_minus_theta`` holds :math:`-\alpha\beta\theta_0`, the part of
-            :math:`\psi_0 - \theta_0` known at ``init``; the first update adds
-            :math:`\beta(s - \beta) g_0`.
-        psi_minus_theta: :math:`z_k = \psi_k - \theta_k`, a pytree like the parameters.
-            The auxiliary variable is :math:`\psi_k = z_k + \theta_k`. Storing :math:`z`
-            instead of :math:`\psi` lets XLA update both buffers in place (see :func:`inna`).
-
-    Example:
-        >>> import jax.numpy as jnp
-        >>> import inna_jax
-        >>> theta = jnp.array([1.0, 2.0])
-        >>> tx = inna_jax.inna(0.1, alpha=0.5, beta=0.1)
-        >>> _, state = tx.update(jnp.array([0.5, 0.5]), tx.init(theta), theta)
-        >>> int(state.count)
-        1
-
-    References:
-        Castera, Bolte, Févotte, Pauwels, "An Inertial Newton Algorithm for Deep Learning",
-        JMLR 22 (2021), Section 2.
-    """
-
-    count: jax.Array
-    psi_minus_theta: optax.Params
+    return jax.tree.map(leaf, theta, grad, is_leaf=is_none)
 
 
 def inna(
@@ -229,10 +172,10 @@ def inna(
     weight_decay: ArrayLike = 0.0,
     decoupled_weight_decay: ArrayLike = 0.0,
     psi_dtype: Any | None = None,
-) -> optax.GradientTransformation:
-    r"""The INNA optimizer (Castera et al.) as an ``optax.GradientTransformation``.
+) -> optax.GradientTransformationExtraArgs:
+    r"""The INNA optimizer (Castera et al.): :func:`inna_jax.scale_by_inna` on the gradient.
 
-    With :math:`\gamma_k` the learning rate at step :math:`k`, the update is
+    With :math:`\gamma_k` the learning rate at step :math:`k` and :math:`g_k` the gradient,
 
     .. math::
 
@@ -243,35 +186,10 @@ def inna(
 
     where :math:`\lambda` is ``weight_decay`` (coupled, as in the authors' PyTorch code) and
     :math:`\mu` is ``decoupled_weight_decay`` (applied first, as in the INNAprop code). With
-    both at 0 (the default) this is exactly :func:`inna_step`. The returned ``updates`` are
-    :math:`\theta_{k+1} - \theta_k`, so ``optax.apply_updates`` gives :math:`\theta_{k+1}`.
-
-    The auxiliary variable starts at :func:`inna_psi0` with initial speed :math:`s`:
-    :math:`\psi_0 = (1 - \alpha\beta)\theta_0 + \beta(s - \beta) g_0`. The
-    :math:`\theta_0` part is set by ``init`` (with the :math:`\alpha, \beta` given there);
-    unless :math:`s = \beta`, the :math:`g_0` part is added at the first update (a
-    ``jnp.where`` on the step count, on a scalar coefficient: no Python branch, no
-    recompilation).
-
-    **Implementation.** The state holds :math:`z_k = \psi_k - \theta_k`, not
-    :math:`\psi_k`. With :math:`\gamma = \gamma_k` and no decoupled decay, the step above is
-    exactly
-
-    .. math::
-
-        z_{k+1} &= z_k + \gamma(\beta g_k + \lambda\theta_k) \\
-        \theta_{k+1} &= \big(1 - \gamma(\alpha + \lambda) + \gamma^2\lambda/\beta\big)\theta_k
-            - (\gamma/\beta)\, z_{k+1} + \gamma(\gamma - \beta)\, g_k .
-
-    In :math:`(\theta, \psi)` each new value needs both old ones, so XLA must copy one
-    buffer before it can update either in place (on CPU, where it does not fuse kernels with
-    two outputs, it copies both). In :math:`(\theta, z)` the state update needs only the old
-    :math:`\theta`, and the parameter update reads the new :math:`z`, as in SGD with
-    momentum: both updates run in place. Without weight decay (a concrete 0, the default)
-    the state update does not read :math:`\theta` at all. The two forms agree to rounding
-    (below 1e-12 after 300 float64 steps, checked against a NumPy transcription of the
-    paper's form).
-    :func:`inna_step` keeps the paper's :math:`(\theta, \psi)` form.
+    both at 0 (the default) this is exactly :func:`inna_step`. The state, the
+    implementation in :math:`(\theta, z = \psi - \theta)`, the learning-rate coupling (why
+    INNA must be the last link of a chain) and the check that refuses a misplaced INNA are
+    described once, in :func:`inna_jax.scale_by_inna`.
 
     **Default initial speed.** ``initial_speed=None`` means :math:`s = \beta`, i.e.
     :math:`\psi_0 = (1 - \alpha\beta)\theta_0`, the default of the authors' PyTorch
@@ -288,7 +206,7 @@ def inna(
     use :func:`~inna_jax.power_decay` with power 1/2.
 
     Args:
-        learning_rate: :math:`\gamma_k`, a float or an optax schedule of the step count.
+        learning_rate: :math:`\gamma_k \ge 0`, a float or an optax schedule of the step count.
         alpha: friction :math:`\alpha > 0`.
         beta: Newtonian damping :math:`\beta > 0`.
         initial_speed: :math:`s \ge 0` in :math:`\dot\theta(0) = -s\nabla J(\theta_0)`;
@@ -301,12 +219,15 @@ def inna(
             bf16 parameters). ``None`` keeps each parameter's dtype.
 
     Returns:
-        An ``optax.GradientTransformation`` whose ``update`` needs ``params``.
+        An ``optax.GradientTransformationExtraArgs`` whose ``update`` needs ``params`` and
+        accepts (and ignores) extra keyword arguments such as ``value=loss``; its state is an
+        :class:`inna_jax.InnaState`.
 
     Raises:
-        ValueError: for a concrete :math:`\alpha \le 0`, :math:`\beta \le 0`, a negative or
-            non-finite learning rate, a negative initial speed or weight decay; and at
-            ``update`` time when ``params`` is missing.
+        ValueError: for a hyperparameter that is not a real number (``inna("0.1")``), a
+            concrete :math:`\alpha \le 0` or :math:`\beta \le 0`, a negative or non-finite
+            learning rate, a negative initial speed or weight decay; at ``update`` time when
+            ``params`` is missing, or when a link follows INNA in an ``optax.chain``.
 
     Example:
         >>> import jax, jax.numpy as jnp, optax
@@ -323,78 +244,17 @@ def inna(
 
     References:
         Castera, Bolte, Févotte, Pauwels, "An Inertial Newton Algorithm for Deep Learning",
-        JMLR 22 (2021). Authors' code: https://github.com/camcastera/Indian-for-DeepLearning
+        JMLR 22 (2021), Algorithm 1 (INDIAN) and Section 5. Authors' code:
+        https://github.com/camcastera/Indian-for-DeepLearning
     """
-    if not callable(learning_rate):
-        check_nonnegative("learning_rate", learning_rate)
-    check_positive("alpha", alpha)
-    check_positive("beta", beta)
-    if initial_speed is not None:
-        check_nonnegative("initial_speed", initial_speed)
-    check_nonnegative("weight_decay", weight_decay)
-    check_nonnegative("decoupled_weight_decay", decoupled_weight_decay)
-    if psi_dtype is not None:
-        psi_dtype = jax.dtypes.canonicalize_dtype(psi_dtype)
-
-    # With no weight decay given as a concrete 0 (the default), the state update does not
-    # read theta: one array pass less per step. Traced decays take the general path.
-    no_decay = concrete_float(weight_decay) == 0.0 and concrete_float(decoupled_weight_decay) == 0.0
-
-    def init_fn(params: optax.Params) -> InnaState:
-        # z_0 = psi_0 - theta_0 = -alpha beta theta_0 + beta (s - beta) g_0. The theta part is
-        # set here; the g_0 part, when s != beta, is added at the first update.
-        def z0(t):
-            if t is None:
-                return None
-            dtype = t.dtype if psi_dtype is None else psi_dtype
-            ab = jnp.asarray(alpha, dtype) * jnp.asarray(beta, dtype)
-            return (-ab * t.astype(dtype)).astype(dtype)
-
-        z = jax.tree.map(z0, params, is_leaf=_is_none)
-        return InnaState(count=jnp.zeros([], jnp.int32), psi_minus_theta=z)
-
-    def update_fn(updates, state: InnaState, params=None):
-        if params is None:
-            raise ValueError(_NO_PARAMS_MSG)
-        lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
-        speed = beta if initial_speed is None else initial_speed
-        first = state.count == 0
-
-        def leaf(g, t, z):
-            if g is None or t is None:
-                return None
-            dtype = _compute_dtype(t, z, g)
-            hyper = (lr, alpha, beta, speed, weight_decay, decoupled_weight_decay)
-            c, a, b, s, lam, mu = (jnp.asarray(h, dtype) for h in hyper)
-            # Scalar coefficients of the step written in z = psi - theta (see the docstring):
-            #   z'     = z + c b g + c (mu + lam (1 - c mu)) theta
-            #   theta' = theta + (A - 1) theta + B z' + E g
-            z_theta = c * (mu + lam * (1 - c * mu))
-            a_minus_1 = -c * (a + lam) + c * c * lam / b
-            a_minus_1 = a_minus_1 - c * mu * (1 + a_minus_1)
-            coef_z, coef_g = -c / b, c * (c - b)
-            tc, g = t.astype(dtype), g.astype(dtype)
-            # at the first update, z holds -alpha beta theta_0: add beta (s - beta) g_0
-            coef_g_z = c * b + jnp.where(first, b * (s - b), jnp.zeros((), dtype))
-            z_next = z.astype(dtype) + coef_g_z * g
-            if not no_decay:
-                z_next = z_next + z_theta * tc
-            update = a_minus_1 * tc + coef_z * z_next + coef_g * g
-            return _Pair(update.astype(t.dtype), z_next.astype(z.dtype))
-
-        pairs = jax.tree.map(leaf, updates, params, state.psi_minus_theta, is_leaf=_is_none)
-        new_updates, new_z = _unzip(pairs)
-        new_z = _keep_missing(new_z, state.psi_minus_theta)
-        count = optax.safe_int32_increment(state.count)
-        return new_updates, InnaState(count=count, psi_minus_theta=new_z)
-
-    return optax.GradientTransformation(init_fn, update_fn)
-
-
-def _keep_missing(new_z, old_z):
-    """Keeps the old state leaf where the gradient was ``None`` (frozen parameters)."""
-    return jax.tree.map(
-        lambda new, old: old if new is None else new, new_z, old_z, is_leaf=_is_none
+    return scale_by_inna(
+        learning_rate,
+        alpha,
+        beta,
+        initial_speed=initial_speed,
+        weight_decay=weight_decay,
+        decoupled_weight_decay=decoupled_weight_decay,
+        psi_dtype=psi_dtype,
     )
 
 
@@ -403,24 +263,37 @@ def transform(
     beta: ArrayLike = 0.1,
     *,
     learning_rate: optax.ScalarOrSchedule = 0.1,
-    **kwargs: Any,
-) -> optax.GradientTransformation:
+    initial_speed: ArrayLike | None = None,
+    weight_decay: ArrayLike = 0.0,
+    decoupled_weight_decay: ArrayLike = 0.0,
+    psi_dtype: Any | None = None,
+) -> optax.GradientTransformationExtraArgs:
     r"""INNA under the name ``inna.transform(alpha, beta)``, for use inside ``optax.chain``.
 
-    This is :func:`inna` with :math:`(\alpha, \beta)` first. The step :math:`\gamma_k` enters
-    the :math:`\psi` update, so INNA cannot be split into a direction followed by
-    ``optax.scale_by_learning_rate``: the learning rate is an argument here (default 0.1, the
-    authors' PyTorch default) and ``transform`` must be the *last* link of a chain. Place
-    gradient transformations (clipping, ``optax.add_decayed_weights``) before it.
+    This is :func:`inna` with :math:`(\alpha, \beta)` first and the learning rate as a
+    keyword (default 0.1, the authors' PyTorch default); the step is
+
+    .. math::
+
+        \theta_{k+1} = \theta_k + \gamma_k (\phi_k - \beta g_k), \qquad
+        \psi_{k+1} = \psi_k + \gamma_k \phi_k .
+
+    Because :math:`\gamma_k` enters the :math:`\psi` update (see
+    :func:`inna_jax.scale_by_inna`), ``transform`` must be the *last* link of a chain. Place
+    gradient transformations (clipping, ``optax.add_decayed_weights``) before it. The
+    signature is explicit, so ``optax.inject_hyperparams(inna_jax.transform)`` works.
 
     Args:
         alpha: friction :math:`\alpha > 0`.
         beta: Newtonian damping :math:`\beta > 0`.
         learning_rate: :math:`\gamma_k`, a float or an optax schedule.
-        **kwargs: any other keyword of :func:`inna`.
+        initial_speed: see :func:`inna`.
+        weight_decay: see :func:`inna`.
+        decoupled_weight_decay: see :func:`inna`.
+        psi_dtype: see :func:`inna`.
 
     Returns:
-        An ``optax.GradientTransformation`` whose ``update`` needs ``params``.
+        An ``optax.GradientTransformationExtraArgs`` whose ``update`` needs ``params``.
 
     Example:
         >>> import optax
@@ -429,9 +302,18 @@ def transform(
         ...     optax.clip_by_global_norm(1.0),
         ...     inna.transform(0.5, 0.1, learning_rate=inna.power_decay(0.1)),
         ... )
+        >>> hyper = optax.inject_hyperparams(inna.transform)(alpha=0.5, beta=0.1)
 
     References:
         Castera, Bolte, Févotte, Pauwels, "An Inertial Newton Algorithm for Deep Learning",
         JMLR 22 (2021).
     """
-    return inna(learning_rate, alpha, beta, **kwargs)
+    return inna(
+        learning_rate,
+        alpha,
+        beta,
+        initial_speed=initial_speed,
+        weight_decay=weight_decay,
+        decoupled_weight_decay=decoupled_weight_decay,
+        psi_dtype=psi_dtype,
+    )

@@ -101,3 +101,25 @@ def test_docstring_examples_run():
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert " passed" in result.stdout
+
+
+# The maintainers' notes live outside the repository, so no shipped file may cite them. The
+# searched names are built from pieces so that this file does not match itself.
+_INTERNAL_NOTES = ["REFERENCE" + ".md", "REFERENCE" + " §", ".." + "/shared", "DESIGN" + ".md"]
+_SEARCHED = ["inna_jax", "tests", "notebooks", "benchmarks", "experiments", "docs", "README.md"]
+
+
+def test_no_file_cites_the_maintainers_internal_notes():
+    offenders = []
+    for entry in _SEARCHED:
+        path = ROOT / entry
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        for file in files:
+            if file.suffix not in {".py", ".md", ".ipynb", ".txt", ".rst", ".toml", ".cfg"}:
+                continue
+            text = file.read_text(encoding="utf-8", errors="replace")
+            for number, line in enumerate(text.splitlines(), 1):
+                hits = [name for name in _INTERNAL_NOTES if name in line]
+                if hits:
+                    offenders.append(f"{file.relative_to(ROOT)}:{number}: {hits[0]}")
+    assert not offenders, "files cite notes that do not ship:\n" + "\n".join(offenders)

@@ -317,6 +317,33 @@ def test_inject_hyperparams_gives_the_same_numbers():
     assert set(state.hyperparams) >= {"learning_rate", "alpha", "beta"}
 
 
+def test_inject_hyperparams_of_transform_gives_the_same_numbers():
+    loss = lambda p: jnp.sum(jnp.sin(p) * p + 0.5 * p**2)
+    p0 = jnp.linspace(-1.0, 2.0, 6)
+    plain, _ = _run(inna_jax.transform(0.6, 0.3, learning_rate=0.07), loss, p0, 40)
+    injected_tx = optax.inject_hyperparams(inna_jax.transform)(
+        alpha=0.6, beta=0.3, learning_rate=0.07
+    )
+    injected, state = _run(injected_tx, loss, p0, 40)
+    np.testing.assert_allclose(injected, plain, rtol=1e-14)
+    assert set(state.hyperparams) == {
+        "alpha",
+        "beta",
+        "learning_rate",
+        "weight_decay",
+        "decoupled_weight_decay",
+    }
+
+
+def test_update_accepts_and_ignores_extra_keyword_arguments():
+    tx = inna_jax.inna(0.1, 0.5, 0.1)
+    params, grads = jnp.array([1.0, -2.0]), jnp.array([0.3, 0.1])
+    assert isinstance(tx, optax.GradientTransformationExtraArgs)
+    plain, _ = tx.update(grads, tx.init(params), params)
+    extra, _ = tx.update(grads, tx.init(params), params, value=jnp.array(1.0), inputs=None)
+    np.testing.assert_array_equal(extra, plain)
+
+
 def test_inject_hyperparams_changes_take_effect_without_recompiling():
     tx = optax.inject_hyperparams(inna_jax.inna)(learning_rate=0.1, alpha=0.5, beta=0.1)
     params = jnp.array([1.0, 2.0])
