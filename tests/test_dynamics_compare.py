@@ -168,3 +168,23 @@ def test_discrete_path_is_compares_discrete_method_and_records():
     losses = discrete_path("heavy_ball", smooth_loss, theta0, record=smooth_loss, **kwargs)
     np.testing.assert_allclose(losses.values, jax.vmap(smooth_loss)(res.discrete), rtol=1e-13)
     np.testing.assert_array_equal(losses.final, res.discrete[-1])
+
+
+def test_compare_and_discrete_path_compile_once_per_method():
+    traces = []
+
+    def counted_loss(theta):
+        traces.append(1)
+        return smooth_loss(theta)
+
+    theta0 = jnp.asarray(THETA0)
+    kwargs = {"steps": 5, "learning_rate": 1e-3}
+    first = compare("heavy_ball", counted_loss, theta0, friction=1.0, **kwargs)
+    path = discrete_path("nesterov", counted_loss, theta0, damping=3.0, **kwargs)
+    n_traces = len(traces)
+    # other hyperparameters and learning rates: data, not constants, so no new trace
+    second = compare("heavy_ball", counted_loss, theta0, friction=2.0, steps=5, learning_rate=4e-3)
+    other = discrete_path("nesterov", counted_loss, theta0, damping=8.0, **kwargs)
+    assert len(traces) == n_traces
+    assert not np.allclose(first.discrete, second.discrete)
+    assert not np.allclose(path.values, other.values)

@@ -116,3 +116,24 @@ def _np_method(grad, x0, method, hyper, lr, steps):
             x = x_new
         path.append(x)
     return path
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (
+            {"learning_rate": -0.05},
+            "learning_rate must be a finite number > 0, got learning_rate=-0.05",
+        ),
+        ({"steps": 4}, "steps must be an integer >= 8, got steps=4"),
+        ({"widths": ()}, "widths must hold at least one width"),
+        ({"momenta": (0.5, 1.0)}, "momenta must be numbers in [0, 1), got 1.0 in momenta"),
+        ({"dampings": (0.0,)}, "dampings must be finite numbers > 0, got 0.0 in dampings"),
+        ({"sweep_configs": (("adam", 0.0),)}, "sweep_configs must be (method, hyperparameter)"),
+    ],
+)
+def test_bad_settings_are_one_line_errors(tmp_path, kwargs, message):
+    with pytest.raises(ValueError) as info:
+        hb_nag_ntk.run(out=tmp_path, verbose=False, **kwargs)
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
+    assert not any(tmp_path.iterdir())  # refused before anything was computed or written

@@ -422,6 +422,39 @@ def _plot_width(out, sweep_rows, settings):
     plt.close(fig)
 
 
+def _check_int(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {name}={value!r}")
+
+
+def _check_settings(n, width, widths, steps, sweep_steps, lr, momenta, dampings, configs):
+    """One-line errors for the settings of :func:`run` (its argument names)."""
+    _check_int("n", n, 2)
+    _check_int("width", width, 1)
+    if len(widths) == 0:
+        raise ValueError("widths must hold at least one width, got widths=()")
+    for w in widths:
+        _check_int("widths", w, 1)
+    _check_int("steps", steps, 8)  # the slope windows [T/8, T/4] need two iterates
+    _check_int("sweep_steps", sweep_steps, 1)
+    if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"learning_rate must be a finite number > 0, got learning_rate={lr!r}")
+    for b in momenta:
+        if not (isinstance(b, int | float) and 0 <= b < 1):
+            raise ValueError(f"momenta must be numbers in [0, 1), got {b!r} in momenta")
+    for r in dampings:
+        if not (isinstance(r, int | float) and math.isfinite(r) and r > 0):
+            raise ValueError(f"dampings must be finite numbers > 0, got {r!r} in dampings")
+    for config in configs:
+        method, hyper = config
+        ok = {"gd": True, "heavy_ball": 0 <= hyper < 1, "nesterov": hyper > 0}.get(method)
+        if not ok:
+            raise ValueError(
+                "sweep_configs must be (method, hyperparameter) pairs: ('gd', 0), ('heavy_ball', "
+                f"b in [0, 1)) or ('nesterov', r > 0), got {config!r}"
+            )
+
+
 def run(
     *,
     out: str | pathlib.Path = "results/hb_nag_ntk",
@@ -455,7 +488,13 @@ def run(
 
     Returns:
         A summary dict: lambda_0, lambda_max, the rate rows and the width-sweep rows.
+
+    Raises:
+        ValueError: one line naming the argument, for a bad count, width, step, momentum,
+            damping or sweep configuration (before anything is computed).
     """
+    _check_settings(n, width, widths, steps, sweep_steps, learning_rate, momenta, dampings,
+                    sweep_configs)  # fmt: skip
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
