@@ -117,6 +117,8 @@ def test_strategy_follows_the_step_size_controller():
     assert _choose_strategy("auto", diffrax.ConstantStepSize()) == "vmap"
     assert _choose_strategy("auto", diffrax.StepTo(ts=jnp.linspace(0, 1, 3))) == "vmap"
     assert _choose_strategy("map", diffrax.ConstantStepSize()) == "map"
+    assert _choose_strategy("auto", None, backend="gpu") == "vmap"
+    assert _choose_strategy("vmap", None) == "vmap"
 
 
 @pytest.mark.parametrize(
