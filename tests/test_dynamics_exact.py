@@ -55,7 +55,7 @@ def test_gradient_flow_is_expm():
 def test_heavy_ball_is_expm():
     a = 0.7
     v0 = RNG.normal(size=DIM)
-    sol = solve_heavy_ball(quadratic, jnp.asarray(THETA0), damping=a, t1=TS[-1], ts=TS,
+    sol = solve_heavy_ball(quadratic, jnp.asarray(THETA0), friction=a, t1=TS[-1], ts=TS,
                            velocity0=jnp.asarray(v0), stepsize_controller=TIGHT)  # fmt: skip
     eye, zero = np.eye(DIM), np.zeros((DIM, DIM))
     m = np.block([[zero, eye], [-A, -a * eye]])

@@ -102,7 +102,7 @@ def test_second_order_fields_on_pytrees():
     g = grad_fn(PARAMS0)
     _, acc = heavy_ball_ode(grad_fn, 2.0)(0.0, (PARAMS0, v), None)
     np.testing.assert_allclose(acc["w1"], -2.0 - g["w1"], rtol=1e-12)
-    _, acc = nesterov_ode(grad_fn, r=3.0)(0.5, (PARAMS0, v), None)
+    _, acc = nesterov_ode(grad_fn, damping=3.0)(0.5, (PARAMS0, v), None)
     np.testing.assert_allclose(acc["b1"], -6.0 - g["b1"], rtol=1e-12)
 
 
@@ -111,8 +111,8 @@ def test_second_order_fields_on_pytrees():
     [
         (lambda: din_vector_field(jax.grad(mlp_loss), 0.0, 0.1), "alpha"),
         (lambda: din_vector_field(jax.grad(mlp_loss), 0.5, -1.0), "beta"),
-        (lambda: heavy_ball_ode(jax.grad(mlp_loss), -1.0), "damping"),
-        (lambda: nesterov_ode(jax.grad(mlp_loss), 0.0), "r"),
+        (lambda: heavy_ball_ode(jax.grad(mlp_loss), -1.0), "friction"),
+        (lambda: nesterov_ode(jax.grad(mlp_loss), 0.0), "damping"),
         (
             lambda: solve_din(mlp_loss, PARAMS0, alpha=0.5, beta=0.1, t1=-1.0, initial_speed=0.0),
             "t1",

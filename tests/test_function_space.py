@@ -139,7 +139,7 @@ def test_predicted_rates_and_bad_input():
     with pytest.raises(ValueError, match="method must be one of"):
         predicted_rate("adam", 0.1)
     with pytest.raises(ValueError, match="friction"):
-        predicted_rate("heavy_ball", 0.1)
+        predicted_rate("heavy_ball", 0.1, friction=-1.0)
     with pytest.raises(ValueError, match="lambda_min"):
         predicted_rate("gd", 0.0)
     with pytest.raises(ValueError, match="damping"):

@@ -8,11 +8,12 @@ as :math:`u \mapsto K(u - y)` for function-space dynamics. Hyperparameters are a
 of the module, so they may be traced and vmapped, and a solve jit-compiled once serves every
 value.
 
-Time scalings (see :mod:`inna_jax.dynamics`; Su, Boyd, Candès 2016, §2; Bu, Xu, Chen 2021,
-§3): INNA and gradient descent with steps :math:`\gamma_k` follow their ODE on
-:math:`t_k = \sum_{i<k}\gamma_i`; heavy ball with step :math:`\eta` and momentum
-:math:`b = 1 - a\sqrt\eta`, and Nesterov with momentum :math:`(k-1)/(k+r-1)`, follow theirs on
-:math:`t = k\sqrt\eta`.
+Names and defaults are the vocabulary of :mod:`inna_jax.dynamics`: INNA's ``alpha`` (0.5) and
+``beta`` (0.1), heavy ball's ``friction`` :math:`a` (1.0), Nesterov's ``damping`` :math:`r`
+(3.0). Time scalings (Su, Boyd, Candès 2016, §2; Bu, Xu, Chen 2021, §3): INNA and gradient
+descent with steps :math:`\gamma_k` follow their ODE on :math:`t_k = \sum_{i<k}\gamma_i`;
+heavy ball with step :math:`\eta` and momentum :math:`b = 1 - a\sqrt\eta`, and Nesterov with
+momentum :math:`(k-1)/(k+r-1)`, follow theirs on :math:`t = k\sqrt\eta`.
 """
 
 from __future__ import annotations
@@ -22,17 +23,22 @@ from typing import Any
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from inna_jax._validation import check_nonnegative, check_positive
+from inna_jax.dynamics._hyper import (
+    ALPHA,
+    BETA,
+    DAMPING,
+    FRICTION,
+    SCALE,
+    Rule,
+    as_array,
+    check_scalar,
+    resolve_aliases,
+)
 
 GradFn = Callable[[Any], Any]
-
-
-def _as_array(value: ArrayLike) -> jax.Array:
-    """Hyperparameters become arrays, so that jit treats them as data, not as constants."""
-    return jnp.asarray(value)
+_NONNEGATIVE = Rule(0.0, False)
 
 
 def _axpy(*terms: tuple[ArrayLike, Any]) -> Any:
@@ -79,25 +85,27 @@ class _GradientFlowField(eqx.Module):
 
 class _HeavyBallField(eqx.Module):
     grad_fn: GradFn
-    damping: jax.Array
+    friction: jax.Array
 
     def __call__(self, t, y, args):
         theta, velocity = y
-        accel = _axpy((-self.damping, velocity), (-1.0, self.grad_fn(theta)))
+        accel = _axpy((-self.friction, velocity), (-1.0, self.grad_fn(theta)))
         return velocity, accel
 
 
 class _NesterovField(eqx.Module):
     grad_fn: GradFn
-    r: jax.Array
+    damping: jax.Array
 
     def __call__(self, t, y, args):
         theta, velocity = y
-        accel = _axpy((-self.r / t, velocity), (-1.0, self.grad_fn(theta)))
+        accel = _axpy((-self.damping / t, velocity), (-1.0, self.grad_fn(theta)))
         return velocity, accel
 
 
-def din_vector_field(grad_fn: GradFn, alpha: ArrayLike, beta: ArrayLike) -> eqx.Module:
+def din_vector_field(
+    grad_fn: GradFn, alpha: ArrayLike = ALPHA, beta: ArrayLike = BETA
+) -> eqx.Module:
     r"""The first-order, Hessian-free DIN system in :math:`(\theta, \psi)`.
 
     .. math::
@@ -114,8 +122,8 @@ def din_vector_field(grad_fn: GradFn, alpha: ArrayLike, beta: ArrayLike) -> eqx.
 
     Args:
         grad_fn: :math:`\nabla J`, a function of a pytree ``theta``.
-        alpha: friction :math:`\alpha > 0`.
-        beta: Newtonian damping :math:`\beta > 0`.
+        alpha: friction :math:`\alpha > 0` (default 0.5, as :func:`inna_jax.inna`).
+        beta: Newtonian damping :math:`\beta > 0` (default 0.1, as :func:`inna_jax.inna`).
 
     Returns:
         A callable module ``f(t, (theta, psi), args) -> (dtheta, dpsi)``.
@@ -137,12 +145,14 @@ def din_vector_field(grad_fn: GradFn, alpha: ArrayLike, beta: ArrayLike) -> eqx.
         Castera, Bolte, Févotte, Pauwels, "An Inertial Newton Algorithm for Deep Learning",
         JMLR 22 (2021), Section 2.
     """
-    check_positive("alpha", alpha)
-    check_positive("beta", beta)
-    return _DinField(grad_fn, _as_array(alpha), _as_array(beta))
+    check_scalar("alpha", alpha)
+    check_scalar("beta", beta)
+    return _DinField(grad_fn, as_array(alpha), as_array(beta))
 
 
-def din_hessian_form(grad_fn: GradFn, alpha: ArrayLike, beta: ArrayLike) -> eqx.Module:
+def din_hessian_form(
+    grad_fn: GradFn, alpha: ArrayLike = ALPHA, beta: ArrayLike = BETA
+) -> eqx.Module:
     r"""DIN as a second-order ODE in :math:`(\theta, \dot\theta)`, with Hessian damping.
 
     .. math::
@@ -157,8 +167,9 @@ def din_hessian_form(grad_fn: GradFn, alpha: ArrayLike, beta: ArrayLike) -> eqx.
 
     Args:
         grad_fn: :math:`\nabla J`, a differentiable function of a pytree ``theta``.
-        alpha: friction :math:`\alpha > 0`.
-        beta: Hessian damping :math:`\beta \ge 0` (0 gives :func:`heavy_ball_ode`).
+        alpha: friction :math:`\alpha > 0` (default 0.5).
+        beta: Hessian damping :math:`\beta \ge 0` (default 0.1; 0 gives
+            :func:`heavy_ball_ode` with ``friction=alpha``).
 
     Returns:
         A callable module ``f(t, (theta, velocity), args) -> (velocity, acceleration)``.
@@ -178,12 +189,12 @@ def din_hessian_form(grad_fn: GradFn, alpha: ArrayLike, beta: ArrayLike) -> eqx.
         Alvarez, Attouch, Bolte, Redont, J. Math. Pures Appl. 81 (2002).
         Castera, Bolte, Févotte, Pauwels, JMLR 22 (2021), Section 2.
     """
-    check_positive("alpha", alpha)
-    check_nonnegative("beta", beta)
-    return _DinHessianField(grad_fn, _as_array(alpha), _as_array(beta))
+    check_scalar("alpha", alpha)
+    check_scalar("beta", beta, _NONNEGATIVE)
+    return _DinHessianField(grad_fn, as_array(alpha), as_array(beta))
 
 
-def gradient_flow(grad_fn: GradFn, scale: ArrayLike = 1.0) -> eqx.Module:
+def gradient_flow(grad_fn: GradFn, scale: ArrayLike = SCALE) -> eqx.Module:
     r"""The gradient flow :math:`\dot\theta = -c\,\nabla L(\theta)`, the ODE limit of GD.
 
     Gradient descent with steps :math:`\gamma_k` follows it on :math:`t_k = \sum_{i<k}
@@ -192,7 +203,7 @@ def gradient_flow(grad_fn: GradFn, scale: ArrayLike = 1.0) -> eqx.Module:
 
     Args:
         grad_fn: :math:`\nabla L`, a function of a pytree ``theta``.
-        scale: :math:`c > 0`.
+        scale: :math:`c > 0` (default 1).
 
     Returns:
         A callable module ``f(t, theta, args) -> dtheta``.
@@ -211,11 +222,13 @@ def gradient_flow(grad_fn: GradFn, scale: ArrayLike = 1.0) -> eqx.Module:
         Bu, Xu, Chen, "A Dynamical View on Optimization Algorithms of Overparameterized
         Neural Networks", AISTATS 2021.
     """
-    check_positive("scale", scale)
-    return _GradientFlowField(grad_fn, _as_array(scale))
+    check_scalar("scale", scale)
+    return _GradientFlowField(grad_fn, as_array(scale))
 
 
-def heavy_ball_ode(grad_fn: GradFn, damping: ArrayLike) -> eqx.Module:
+def heavy_ball_ode(
+    grad_fn: GradFn, friction: ArrayLike = FRICTION, **deprecated: Any
+) -> eqx.Module:
     r"""The heavy-ball ODE :math:`\ddot\theta + a\dot\theta + \nabla L(\theta) = 0`.
 
     Heavy ball, :math:`\theta_{k+1} = \theta_k - \eta\nabla L(\theta_k) + b(\theta_k -
@@ -225,30 +238,37 @@ def heavy_ball_ode(grad_fn: GradFn, damping: ArrayLike) -> eqx.Module:
 
     Args:
         grad_fn: :math:`\nabla L`, a function of a pytree ``theta``.
-        damping: :math:`a \ge 0`.
+        friction: :math:`a \ge 0` (default 1).
+        **deprecated: ``damping=`` is the old name of ``friction`` (warns).
 
     Returns:
         A callable module ``f(t, (theta, velocity), args) -> (velocity, acceleration)``.
 
     Raises:
-        ValueError: for a concrete negative ``damping``.
+        ValueError: for a concrete negative or non-finite ``friction``.
+        TypeError: for an unknown keyword argument.
 
     Example:
         >>> import jax, jax.numpy as jnp
         >>> from inna_jax.dynamics import heavy_ball_ode
-        >>> f = heavy_ball_ode(jax.grad(lambda x: 0.5 * jnp.sum(x**2)), damping=2.0)
+        >>> f = heavy_ball_ode(jax.grad(lambda x: 0.5 * jnp.sum(x**2)), friction=2.0)
         >>> f(0.0, (jnp.array([1.0]), jnp.array([0.5])), None)
         (Array([0.5], dtype=float32), Array([-2.], dtype=float32))
 
     References:
         Polyak, "Some methods of speeding up the convergence of iteration methods", 1964.
-        Bu, Xu, Chen, AISTATS 2021.
+        Bu, Xu, Chen, AISTATS 2021, §3.
     """
-    check_nonnegative("damping", damping)
-    return _HeavyBallField(grad_fn, _as_array(damping))
+    if deprecated:
+        friction = resolve_aliases(
+            "heavy_ball_ode", deprecated, {"damping": "friction"}, {"friction": friction},
+            ("friction",),
+        ).get("friction", friction)  # fmt: skip
+    check_scalar("friction", friction)
+    return _HeavyBallField(grad_fn, as_array(friction))
 
 
-def nesterov_ode(grad_fn: GradFn, r: ArrayLike = 3.0) -> eqx.Module:
+def nesterov_ode(grad_fn: GradFn, damping: ArrayLike = DAMPING, **deprecated: Any) -> eqx.Module:
     r"""The Nesterov ODE :math:`\ddot X + (r/t)\dot X + \nabla f(X) = 0`.
 
     Nesterov's method :math:`x_k = y_{k-1} - s\nabla f(y_{k-1})`, :math:`y_k = x_k +
@@ -258,13 +278,15 @@ def nesterov_ode(grad_fn: GradFn, r: ArrayLike = 3.0) -> eqx.Module:
 
     Args:
         grad_fn: :math:`\nabla f`, a function of a pytree ``X``.
-        r: damping constant :math:`r > 0`.
+        damping: the damping constant :math:`r > 0` of :math:`r/t` (default 3).
+        **deprecated: ``r=`` is the old name of ``damping`` (warns).
 
     Returns:
         A callable module ``f(t, (X, velocity), args) -> (velocity, acceleration)``.
 
     Raises:
-        ValueError: for a concrete ``r`` :math:`\le 0`.
+        ValueError: for a concrete ``damping`` :math:`\le 0` or not finite.
+        TypeError: for an unknown keyword argument.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -275,7 +297,11 @@ def nesterov_ode(grad_fn: GradFn, r: ArrayLike = 3.0) -> eqx.Module:
 
     References:
         Su, Boyd, Candès, "A Differential Equation for Modeling Nesterov's Accelerated
-        Gradient Method", JMLR 17 (2016).
+        Gradient Method", JMLR 17 (2016), §2.
     """
-    check_positive("r", r)
-    return _NesterovField(grad_fn, _as_array(r))
+    if deprecated:
+        damping = resolve_aliases(
+            "nesterov_ode", deprecated, {"r": "damping"}, {"damping": damping}, ("damping",)
+        ).get("damping", damping)
+    check_scalar("damping", damping)
+    return _NesterovField(grad_fn, as_array(damping))

@@ -46,8 +46,9 @@ import numpy as np
 import scipy.special
 from jax.typing import ArrayLike
 
-from inna_jax._validation import check_positive, concrete_float
+from inna_jax._validation import concrete_float
 from inna_jax.dynamics._fields import gradient_flow, heavy_ball_ode, nesterov_ode
+from inna_jax.dynamics._hyper import DAMPING, FRICTION, check_scalar
 
 METHODS = ("gd", "heavy_ball", "nesterov")
 
@@ -65,16 +66,29 @@ def _check_kernel(kernel: Any, n: int | None = None) -> None:
         raise ValueError(f"kernel has shape {shape} but the predictions have length {n}")
 
 
+_TAKES = {"gd": None, "heavy_ball": "friction", "nesterov": "damping"}
+_MEANING = {"friction": "heavy ball's friction a", "damping": "Nesterov's damping r in r/t"}
+
+
 def _hyper(method: str, friction: ArrayLike | None, damping: ArrayLike | None) -> ArrayLike:
-    """The method's hyperparameter (a for heavy ball, r for Nesterov, 0 for GD), checked."""
+    """The method's hyperparameter (a for heavy ball, r for Nesterov, 0 for GD), checked.
+
+    ``friction`` applies only to heavy ball (default 1), ``damping`` only to Nesterov (default
+    3): the names and defaults of :func:`inna_jax.dynamics.compare`.
+    """
+    _check_method(method)
+    for name, value in (("friction", friction), ("damping", damping)):
+        if value is not None and _TAKES[method] != name:
+            takes = _TAKES[method] or "no hyperparameter"
+            raise ValueError(
+                f"{name} ({_MEANING[name]}) does not apply to method={method!r}, which takes "
+                f"{takes}"
+            )
+        check_scalar(name, value)
     if method == "heavy_ball":
-        if friction is None:
-            raise ValueError("method='heavy_ball' needs friction=a > 0, got friction=None")
-        check_positive("friction", friction)
-        return friction
+        return float(FRICTION) if friction is None else friction
     if method == "nesterov":
-        check_positive("damping", damping)
-        return damping
+        return float(DAMPING) if damping is None else damping
     return 0.0
 
 
@@ -89,7 +103,7 @@ def function_space_vector_field(
     targets: ArrayLike,
     *,
     friction: ArrayLike | None = None,
-    damping: ArrayLike = 3.0,
+    damping: ArrayLike | None = None,
 ) -> Any:
     r"""The diffrax vector field of the NTK function-space ODE of ``method``.
 
@@ -110,12 +124,16 @@ def function_space_vector_field(
         method: ``"gd"``, ``"heavy_ball"`` or ``"nesterov"``.
         kernel: the NTK Gram matrix ``(n, n)``.
         targets: :math:`y`, shape ``(n,)``.
-        friction: heavy ball's :math:`a > 0`.
-        damping: Nesterov's :math:`r > 0`.
+        friction: "heavy_ball" only: :math:`a \ge 0`; ``None`` means 1.
+        damping: "nesterov" only: :math:`r > 0`; ``None`` means 3.
 
     Returns:
         ``f(t, state, args)`` for ``diffrax.ODETerm``; the state is :math:`u` for GD and
         :math:`(u, \dot u)` otherwise.
+
+    Raises:
+        ValueError: for an unknown method, a hyperparameter of another method, or a bad
+            value.
 
     Example:
         >>> import jax.numpy as jnp
@@ -129,7 +147,6 @@ def function_space_vector_field(
     References:
         Bu, Xu and Chen, AISTATS 2021, §3.
     """
-    _check_method(method)
     h = _hyper(method, friction, damping)
     drive = jax.tree_util.Partial(_kernel_gradient, jnp.asarray(kernel), jnp.asarray(targets))
     if method == "gd":
@@ -161,7 +178,7 @@ def solve_function_space(
     ts: ArrayLike,
     *,
     friction: ArrayLike | None = None,
-    damping: ArrayLike = 3.0,
+    damping: ArrayLike | None = None,
     t0: float = 1e-4,
     solver: diffrax.AbstractSolver | None = None,
     rtol: float | None = None,
@@ -187,8 +204,10 @@ def solve_function_space(
         predictions0: :math:`u(0)`, shape ``(n,)``.
         targets: :math:`y`, shape ``(n,)``.
         ts: increasing times :math:`\ge 0` at which to report :math:`u`.
-        friction: heavy ball's constant damping :math:`a = (1 - b)/\sqrt\eta`.
-        damping: Nesterov's :math:`r` in :math:`r/t` (3 for the classical method).
+        friction: "heavy_ball" only: the friction :math:`a = (1 - b)/\sqrt\eta \ge 0`;
+            ``None`` means 1.
+        damping: "nesterov" only: :math:`r > 0` in :math:`r/t`; ``None`` means 3 (the
+            classical method).
         t0: Nesterov's start time.
         solver: a diffrax solver (default ``diffrax.Tsit5()``).
         rtol: relative tolerance of the step-size controller (default 1e-8 in float64,
@@ -198,6 +217,10 @@ def solve_function_space(
 
     Returns:
         A :class:`FunctionSpaceSolution` with ``ts``, ``predictions`` and ``loss``.
+
+    Raises:
+        ValueError: for an unknown method, a hyperparameter of another method, a bad value,
+            or shapes that do not match.
 
     Example:
         >>> import jax.numpy as jnp
@@ -210,9 +233,8 @@ def solve_function_space(
     References:
         Bu, Xu and Chen, AISTATS 2021, §3 and §4 (Theorems on GD, HB and NAG in the NTK regime).
     """
-    _check_method(method)
     h = _hyper(method, friction, damping)
-    check_positive("t0", t0)
+    check_scalar("t0", t0)
     kernel = jnp.asarray(kernel)
     u0 = jnp.asarray(predictions0)
     y = jnp.asarray(targets)
@@ -231,7 +253,10 @@ def solve_function_space(
     rtol = rtol if rtol is not None else (1e-8 if wide else 1e-5)
     atol = atol if atol is not None else (1e-10 if wide else 1e-7)
     # integrate the error e = u - y: the tolerances then scale with the error, not with y
-    field = function_space_vector_field(method, kernel, jnp.zeros_like(y), friction=h, damping=h)
+    name = _TAKES[method]
+    field = function_space_vector_field(
+        method, kernel, jnp.zeros_like(y), **({name: h} if name else {})
+    )
     e0 = u0 - y
     if method == "gd":
         start, state0, save_ts = 0.0, e0, ts
@@ -286,7 +311,7 @@ def function_space_closed_form(
     ts: ArrayLike,
     *,
     friction: float | None = None,
-    damping: float = 3.0,
+    damping: float | None = None,
 ) -> FunctionSpaceSolution:
     r"""The exact solution of the function-space ODE, by eigendecomposition of ``K``.
 
@@ -303,8 +328,8 @@ def function_space_closed_form(
         predictions0: :math:`u(0)`, shape ``(n,)``.
         targets: :math:`y`, shape ``(n,)``.
         ts: times :math:`\ge 0`.
-        friction: heavy ball's :math:`a`.
-        damping: Nesterov's :math:`r`.
+        friction: "heavy_ball" only: :math:`a`; ``None`` means 1.
+        damping: "nesterov" only: :math:`r`; ``None`` means 3.
 
     Returns:
         A :class:`FunctionSpaceSolution` (NumPy arrays).
@@ -320,7 +345,6 @@ def function_space_closed_form(
     References:
         Su, Boyd and Candès, JMLR 2016, §3.2 (the Bessel solution for quadratics).
     """
-    _check_method(method)
     hyper = concrete_float(_hyper(method, friction, damping))
     k = np.asarray(kernel, dtype=np.float64)
     _check_kernel(k)
@@ -338,7 +362,7 @@ def predicted_rate(
     lambda_min: float,
     *,
     friction: float | None = None,
-    damping: float = 3.0,
+    damping: float | None = None,
 ) -> float:
     r"""The predicted decay rate of :math:`\|u(t) - y\|` in the NTK regime.
 
@@ -355,8 +379,8 @@ def predicted_rate(
     Args:
         method: ``"gd"``, ``"heavy_ball"`` or ``"nesterov"``.
         lambda_min: :math:`\lambda_0 = \lambda_{\min}(K) > 0`.
-        friction: heavy ball's :math:`a`.
-        damping: Nesterov's :math:`r`.
+        friction: "heavy_ball" only: :math:`a`; ``None`` means 1.
+        damping: "nesterov" only: :math:`r`; ``None`` means 3.
 
     Returns:
         The rate (GD, heavy ball) or the polynomial exponent (Nesterov), a float.
@@ -370,7 +394,6 @@ def predicted_rate(
     References:
         Bu, Xu and Chen, AISTATS 2021, Theorems 1-3.
     """
-    _check_method(method)
     hyper = concrete_float(_hyper(method, friction, damping))
     lam = concrete_float(lambda_min)
     if lam is None or not lam > 0:

@@ -23,7 +23,17 @@ solve is an ordinary adaptive Tsit5 solve at ``rtol=1e-6``. Fixed steps
 times and initial points are passed as arrays, so a second call with other values does not
 recompile, as long as ``loss_fn`` is the same Python object (define it once, or make it an
 ``equinox.Module`` or ``jax.tree_util.Partial`` holding its data). All solves are vmappable over
-hyperparameters and initial points.
+hyperparameters and initial points; :func:`inna_jax.dynamics.solve_grid` solves a whole grid
+of hyperparameters in one call, with the strategy that is fastest for the step-size
+controller.
+
+**Names and checks.** The hyperparameters are named as everywhere in
+:mod:`inna_jax.dynamics`: ``alpha``, ``beta``, ``initial_speed`` (DIN), ``friction`` (heavy
+ball's :math:`a`), ``damping`` (Nesterov's :math:`r`), ``scale`` (gradient flow). A concrete
+bad value raises a one-line ``ValueError`` before anything is compiled; a traced one (under
+``jit`` or ``vmap``) is checked inside the compiled solve (:func:`equinox.error_if`), so a
+vmapped grid with :math:`\beta = 0` in it fails with a message about ``beta``, not with
+diffrax's "maximum number of solver steps".
 """
 
 from __future__ import annotations
@@ -35,15 +45,28 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from inna_jax._inna import inna_psi0
-from inna_jax._validation import check_nonnegative, check_positive, concrete_float
+from inna_jax._validation import concrete_float
 from inna_jax.dynamics._fields import (
     din_vector_field,
     gradient_flow,
     heavy_ball_ode,
     nesterov_ode,
+)
+from inna_jax.dynamics._hyper import (
+    ALPHA,
+    BETA,
+    DAMPING,
+    FRICTION,
+    SCALE,
+    Rule,
+    as_array,
+    check_scalar,
+    guard,
+    resolve_aliases,
 )
 
 DEFAULT_MAX_STEPS = 2**20
@@ -124,33 +147,33 @@ class FlowSolution(NamedTuple):
     num_steps: jax.Array
 
 
-def _nesterov_series(theta0, g0, r, t):
+def _nesterov_series(theta0, g0, damping, t):
     """The start of the Nesterov solution at rest: (X(t), X'(t)) up to O(t^4), O(t^3)."""
-    x = jax.tree.map(lambda x, g: x - t**2 / (2 * (r + 1)) * g, theta0, g0)
-    v = jax.tree.map(lambda g: -t / (r + 1) * g, g0)
+    x = jax.tree.map(lambda x, g: x - t**2 / (2 * (damping + 1)) * g, theta0, g0)
+    v = jax.tree.map(lambda g: -t / (damping + 1) * g, g0)
     return x, v
 
 
 def _field_and_start(kind, grad_fn, theta0, hyper, extra, t0):
     """The vector field and the initial state of one of the four ODEs."""
     if kind == "din":
-        alpha, beta, speed = hyper
+        alpha, beta, speed = hyper["alpha"], hyper["beta"], hyper["initial_speed"]
         psi0 = inna_psi0(theta0, grad_fn(theta0), alpha=alpha, beta=beta, initial_speed=speed)
         return din_vector_field(grad_fn, alpha, beta), (theta0, psi0)
     if kind == "flow":
-        (scale,) = hyper
-        return gradient_flow(grad_fn, scale), theta0
+        return gradient_flow(grad_fn, hyper["scale"]), theta0
     if kind == "heavy_ball":
-        (damping,) = hyper
         velocity0 = jax.tree.map(jnp.zeros_like, theta0) if extra is None else extra
-        return heavy_ball_ode(grad_fn, damping), (theta0, velocity0)
-    (r,) = hyper
-    return nesterov_ode(grad_fn, r), _nesterov_series(theta0, grad_fn(theta0), r, t0)
+        return heavy_ball_ode(grad_fn, hyper["friction"]), (theta0, velocity0)
+    damping = hyper["damping"]
+    return nesterov_ode(grad_fn, damping), _nesterov_series(theta0, grad_fn(theta0), damping, t0)
 
 
 @eqx.filter_jit
 def _integrate(kind, loss_fn, theta0, hyper, extra, t0, t1, ts, solver, controller, dt0, steps):
     grad_fn = _Grad(loss_fn)
+    # traced hyperparameters (vmap, jit) are checked here, at run time, with their names
+    hyper = {name: guard(name, value) for name, value in hyper.items()}
     field, y0 = _field_and_start(kind, grad_fn, theta0, hyper, extra, t0)
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(field),
@@ -167,7 +190,8 @@ def _integrate(kind, loss_fn, theta0, hyper, extra, t0, t1, ts, solver, controll
     if kind == "nesterov":
         # save times before t0 (such as t = 0) come from the series at 0
         early = ts < t0
-        series = jax.vmap(lambda t: _nesterov_series(theta0, grad_fn(theta0), hyper[0], t))(ts)
+        g0 = grad_fn(theta0)
+        series = jax.vmap(lambda t: _nesterov_series(theta0, g0, hyper["damping"], t))(ts)
 
         def fill(solved, start):
             mask = early.reshape((-1,) + (1,) * (solved.ndim - 1))
@@ -193,16 +217,18 @@ def _run(
     max_steps,
 ):
     """Validates the options and calls the compiled integrator (hyperparameters as arrays)."""
-    t1_value = concrete_float(t1)
+    for name, value in hyper.items():
+        check_scalar(name, value)
+    check_scalar("t0", t0, Rule(0.0, False))
     t0_value = concrete_float(t0)
-    if t1_value is not None and t0_value is not None and not t1_value > t0_value:
-        raise ValueError(f"t1 must be greater than t0={t0_value}, got t1={t1!r}")
-    if max_steps is None or int(max_steps) < 1:
+    check_scalar("t1", t1, Rule(0.0 if t0_value is None else t0_value, True))
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int | np.integer) or max_steps < 1:
         raise ValueError(f"max_steps must be a positive integer, got max_steps={max_steps!r}")
     solver = diffrax.Tsit5() if solver is None else solver
     controller = default_controller() if stepsize_controller is None else stepsize_controller
     if dt0 is None and isinstance(controller, diffrax.ConstantStepSize):
         raise ValueError("dt0 is required with a constant step size, got dt0=None")
+    check_scalar("dt0", dt0, Rule(0.0, True))
     t0 = jnp.asarray(t0, dtype=float)
     t1 = jnp.asarray(t1, dtype=float)
     if ts is None:
@@ -211,20 +237,23 @@ def _run(
     if ts.ndim != 1:
         raise ValueError(f"ts must be a 1-d array of times, got shape {ts.shape}")
     dt0 = None if dt0 is None else jnp.asarray(dt0, dtype=t1.dtype)
-    hyper = tuple(jnp.asarray(h) for h in hyper)
+    hyper = {name: as_array(value) for name, value in hyper.items()}
     return _integrate(
         kind, loss_fn, theta0, hyper, extra, t0, t1, ts, solver, controller, dt0, int(max_steps)
     )
+
+
+_SOLVER_ARGS = ("ts", "solver", "stepsize_controller", "dt0", "max_steps")
 
 
 def solve_din(
     loss_fn: LossFn,
     theta0: Any,
     *,
-    alpha: ArrayLike,
-    beta: ArrayLike,
     t1: ArrayLike,
-    initial_speed: ArrayLike,
+    alpha: ArrayLike = ALPHA,
+    beta: ArrayLike = BETA,
+    initial_speed: ArrayLike | None = None,
     ts: ArrayLike | None = None,
     solver: diffrax.AbstractSolver | None = None,
     stepsize_controller: diffrax.AbstractStepSizeController | None = None,
@@ -237,15 +266,17 @@ def solve_din(
     :func:`inna_jax.inna_psi0` :math:`(\theta_0, \nabla J(\theta_0))`, i.e. the initial
     velocity :math:`\dot\theta(0) = -s\nabla J(\theta_0)`: the same mapping as the optimizer,
     so INNA with ``initial_speed=s`` is the Euler discretisation of this very solution.
-    The defaults survive nonsmooth losses (see :mod:`inna_jax.dynamics._solve`).
+    The defaults are :func:`inna_jax.inna`'s (:math:`\alpha = 0.5`, :math:`\beta = 0.1`,
+    :math:`s = \beta`), and the solver's survive nonsmooth losses (see
+    :mod:`inna_jax.dynamics._solve`).
 
     Args:
         loss_fn: :math:`J`, a scalar function of the pytree ``theta``.
         theta0: :math:`\theta_0`, any pytree of arrays.
+        t1: final time :math:`t_1 > 0`.
         alpha: friction :math:`\alpha > 0` (may be traced, e.g. under ``vmap``).
         beta: Newtonian damping :math:`\beta > 0`.
-        t1: final time.
-        initial_speed: :math:`s \ge 0`; :math:`s = \beta` matches the ``inna`` default.
+        initial_speed: :math:`s \ge 0`; ``None`` means :math:`s = \beta`, as in ``inna``.
         ts: save times in :math:`[0, t_1]`; ``None`` means 101 evenly spaced times.
         solver: any diffrax solver; ``None`` means ``diffrax.Tsit5()``.
         stepsize_controller: any diffrax controller; ``None`` means
@@ -258,15 +289,17 @@ def solve_din(
         A :class:`DinSolution` ``(ts, theta, psi, num_steps)``.
 
     Raises:
-        ValueError: for :math:`t_1 \le 0`, non-positive :math:`\alpha, \beta`, negative
-            :math:`s`, ``ts`` not 1-d, or a constant step size without ``dt0``.
+        ValueError: for :math:`t_1 \le 0`, :math:`\alpha, \beta` not finite and positive,
+            :math:`s` not finite and non-negative, an array where a number is expected (use
+            :func:`inna_jax.dynamics.solve_grid` for grids), ``ts`` not 1-d, or a constant step
+            size without ``dt0``. A traced bad value raises at run time, naming the argument.
 
     Example:
         >>> import jax.numpy as jnp
         >>> from inna_jax.dynamics import solve_din
         >>> loss = lambda x: 100 * (x[1] - jnp.abs(x[0])) ** 2 + jnp.abs(1 - x[0])
-        >>> sol = solve_din(loss, jnp.array([-1.0, 1.5]), alpha=0.5, beta=0.1, t1=20.0,
-        ...                 initial_speed=0.1, ts=jnp.array([20.0]))
+        >>> sol = solve_din(loss, jnp.array([-1.0, 1.5]), t1=20.0, alpha=0.5, beta=0.1,
+        ...                 ts=jnp.array([20.0]))
         >>> [round(float(x), 2) for x in sol.theta[-1]]
         [1.0, 1.0]
 
@@ -274,14 +307,12 @@ def solve_din(
         Castera, Bolte, Févotte, Pauwels, "An Inertial Newton Algorithm for Deep Learning",
         JMLR 22 (2021), Section 2. Kidger, "On Neural Differential Equations", 2021 (diffrax).
     """
-    check_positive("alpha", alpha)
-    check_positive("beta", beta)
-    check_nonnegative("initial_speed", initial_speed)
+    speed = beta if initial_speed is None else initial_speed
     ts, (theta, psi), num_steps = _run(
         "din",
         loss_fn,
         theta0,
-        (alpha, beta, initial_speed),
+        {"alpha": alpha, "beta": beta, "initial_speed": speed},
         t0=0.0,
         t1=t1,
         ts=ts,
@@ -298,7 +329,7 @@ def solve_gradient_flow(
     theta0: Any,
     *,
     t1: ArrayLike,
-    scale: ArrayLike = 1.0,
+    scale: ArrayLike = SCALE,
     ts: ArrayLike | None = None,
     solver: diffrax.AbstractSolver | None = None,
     stepsize_controller: diffrax.AbstractStepSizeController | None = None,
@@ -313,8 +344,8 @@ def solve_gradient_flow(
     Args:
         loss_fn: :math:`L`, a scalar function of the pytree ``theta``.
         theta0: :math:`\theta_0`, any pytree of arrays.
-        t1: final time.
-        scale: :math:`c > 0` (see :func:`gradient_flow`).
+        t1: final time :math:`t_1 > 0`.
+        scale: :math:`c > 0` (default 1; see :func:`gradient_flow`).
         ts: save times in :math:`[0, t_1]`; ``None`` means 101 evenly spaced times.
         solver: any diffrax solver; ``None`` means ``diffrax.Tsit5()``.
         stepsize_controller: any diffrax controller; ``None`` means
@@ -326,7 +357,7 @@ def solve_gradient_flow(
         A :class:`FlowSolution` ``(ts, theta, num_steps)``.
 
     Raises:
-        ValueError: for :math:`t_1 \le 0` or bad solver options.
+        ValueError: for :math:`t_1 \le 0`, a bad ``scale`` or bad solver options.
 
     Example:
         >>> import jax.numpy as jnp
@@ -337,14 +368,13 @@ def solve_gradient_flow(
         0.3679
 
     References:
-        Bu, Xu, Chen, AISTATS 2021.
+        Bu, Xu, Chen, AISTATS 2021, §3.
     """
-    check_positive("scale", scale)
     ts, theta, num_steps = _run(
         "flow",
         loss_fn,
         theta0,
-        (scale,),
+        {"scale": scale},
         t0=0.0,
         t1=t1,
         ts=ts,
@@ -360,14 +390,15 @@ def solve_heavy_ball(
     loss_fn: LossFn,
     theta0: Any,
     *,
-    damping: ArrayLike,
     t1: ArrayLike,
+    friction: ArrayLike = FRICTION,
     velocity0: Any | None = None,
     ts: ArrayLike | None = None,
     solver: diffrax.AbstractSolver | None = None,
     stepsize_controller: diffrax.AbstractStepSizeController | None = None,
     dt0: ArrayLike | None = None,
     max_steps: int = DEFAULT_MAX_STEPS,
+    **deprecated: Any,
 ) -> SecondOrderSolution:
     r"""Solves :math:`\ddot\theta + a\dot\theta + \nabla L(\theta) = 0` (:func:`heavy_ball_ode`).
 
@@ -379,8 +410,8 @@ def solve_heavy_ball(
     Args:
         loss_fn: :math:`L`, a scalar function of the pytree ``theta``.
         theta0: :math:`\theta_0`, any pytree of arrays.
-        damping: :math:`a \ge 0`.
-        t1: final time.
+        t1: final time :math:`t_1 > 0`.
+        friction: :math:`a \ge 0` (default 1).
         velocity0: :math:`\dot\theta(0)`, a pytree like ``theta0``; ``None`` means zero.
         ts: save times in :math:`[0, t_1]`; ``None`` means 101 evenly spaced times.
         solver: any diffrax solver; ``None`` means ``diffrax.Tsit5()``.
@@ -388,30 +419,40 @@ def solve_heavy_ball(
             :func:`default_controller`.
         dt0: initial step (required for ``diffrax.ConstantStepSize``).
         max_steps: solver step limit (static).
+        **deprecated: ``damping=`` is the old name of ``friction`` (warns; ``damping`` now
+            names Nesterov's :math:`r`).
 
     Returns:
         A :class:`SecondOrderSolution` ``(ts, theta, velocity, num_steps)``.
 
     Raises:
-        ValueError: for :math:`t_1 \le 0`, a negative damping, or bad solver options.
+        ValueError: for :math:`t_1 \le 0`, a negative friction, or bad solver options.
+        TypeError: for an unknown keyword argument.
 
     Example:
         >>> import jax.numpy as jnp
         >>> from inna_jax.dynamics import solve_heavy_ball
         >>> sol = solve_heavy_ball(lambda x: 0.5 * jnp.sum(x**2), jnp.array([1.0]),
-        ...                        damping=2.0, t1=1.0, ts=jnp.array([1.0]))
+        ...                        friction=2.0, t1=1.0, ts=jnp.array([1.0]))
         >>> round(float(sol.theta[-1, 0]), 4)  # critical damping: (1 + t) exp(-t)
         0.7358
 
     References:
-        Polyak (1964). Bu, Xu, Chen, AISTATS 2021.
+        Polyak (1964). Bu, Xu, Chen, AISTATS 2021, §3.
     """
-    check_nonnegative("damping", damping)
+    if deprecated:
+        friction = resolve_aliases(
+            "solve_heavy_ball",
+            deprecated,
+            {"damping": "friction"},
+            {"friction": friction},
+            ("t1", "friction", "velocity0", *_SOLVER_ARGS),
+        ).get("friction", friction)
     ts, (theta, velocity), num_steps = _run(
         "heavy_ball",
         loss_fn,
         theta0,
-        (damping,),
+        {"friction": friction},
         velocity0,
         t0=0.0,
         t1=t1,
@@ -429,13 +470,14 @@ def solve_nesterov(
     theta0: Any,
     *,
     t1: ArrayLike,
-    r: ArrayLike = 3.0,
+    damping: ArrayLike = DAMPING,
     t0: ArrayLike = 1e-3,
     ts: ArrayLike | None = None,
     solver: diffrax.AbstractSolver | None = None,
     stepsize_controller: diffrax.AbstractStepSizeController | None = None,
     dt0: ArrayLike | None = None,
     max_steps: int = DEFAULT_MAX_STEPS,
+    **deprecated: Any,
 ) -> SecondOrderSolution:
     r"""Solves the Nesterov ODE :math:`\ddot X + (r/t)\dot X + \nabla f(X) = 0`, at rest at 0.
 
@@ -454,8 +496,9 @@ def solve_nesterov(
     Args:
         loss_fn: :math:`f`, a scalar function of the pytree ``theta``.
         theta0: :math:`x_0`, any pytree of arrays.
-        t1: final time.
-        r: damping constant :math:`r > 0` (3 for the classical method).
+        t1: final time, :math:`t_1 > t_0`.
+        damping: the damping constant :math:`r > 0` of :math:`r/t` (default 3, the classical
+            method).
         t0: start time of the solver, :math:`0 < t_0 < t_1`; keep
             :math:`t_0^2\|\nabla^2 f\|` small.
         ts: save times in :math:`[0, t_1]`; ``None`` means 101 evenly spaced times.
@@ -464,6 +507,7 @@ def solve_nesterov(
             :func:`default_controller`.
         dt0: initial step (required for ``diffrax.ConstantStepSize``).
         max_steps: solver step limit (static).
+        **deprecated: ``r=`` is the old name of ``damping`` (warns).
 
     Returns:
         A :class:`SecondOrderSolution` ``(ts, theta, velocity, num_steps)``.
@@ -471,6 +515,7 @@ def solve_nesterov(
     Raises:
         ValueError: for :math:`t_0 \le 0`, :math:`t_1 \le t_0`, :math:`r \le 0`, or bad
             solver options.
+        TypeError: for an unknown keyword argument.
 
     Example:
         >>> import jax.numpy as jnp
@@ -482,15 +527,22 @@ def solve_nesterov(
 
     References:
         Su, Boyd, Candès, "A Differential Equation for Modeling Nesterov's Accelerated
-        Gradient Method", JMLR 17 (2016).
+        Gradient Method", JMLR 17 (2016), §2 and §3.
     """
-    check_positive("t0", t0)
-    check_positive("r", r)
+    if deprecated:
+        damping = resolve_aliases(
+            "solve_nesterov",
+            deprecated,
+            {"r": "damping"},
+            {"damping": damping},
+            ("t1", "damping", "t0", *_SOLVER_ARGS),
+        ).get("damping", damping)
+    check_scalar("t0", t0)
     ts, (theta, velocity), num_steps = _run(
         "nesterov",
         loss_fn,
         theta0,
-        (r,),
+        {"damping": damping},
         t0=t0,
         t1=t1,
         ts=ts,

@@ -143,11 +143,11 @@ def run(
                     [row[k] for k in ("alpha", "beta", "inna_distance", "din_distance", "max_gap")]
                 )
         if plot:
-            _plot(out / "figure1.png", panels, paths, learning_rate, int(steps))
+            _plot(out / "figure1.png", panels, paths, learning_rate, int(steps), initial_speed)
     return rows
 
 
-def _plot(path: Path, panels, paths, learning_rate: float, steps: int) -> None:
+def _plot(path: Path, panels, paths, learning_rate: float, steps: int, initial_speed) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -155,42 +155,43 @@ def _plot(path: Path, panels, paths, learning_rate: float, steps: int) -> None:
 
     x1, x2 = np.meshgrid(np.linspace(-1.6, 1.6, 300), np.linspace(-0.4, 1.9, 300))
     grid = np.asarray(loss(jnp.stack([jnp.asarray(x1), jnp.asarray(x2)], axis=-1)))
-    fig, axes = plt.subplots(1, 4, figsize=(18, 4.2))
+    fig, axes = plt.subplots(1, 4, figsize=(18, 5.0))
     colors = ["tab:blue", "tab:orange", "tab:green"]
+    speed = "s = β" if initial_speed is None else f"s = {initial_speed:g}"
     for ax, (alpha, beta), (_, discrete, continuous) in zip(axes[:3], panels, paths, strict=False):
         ax.contour(x1, x2, np.log10(grid + 1e-3), levels=25, cmap="Greys", linewidths=0.6)
         ax.plot(discrete[:, 0], discrete[:, 1], color="tab:red", lw=1.6, label="INNA (discrete)")
         ax.plot(continuous[:, 0], continuous[:, 1], "k--", lw=1.0, label="DIN (diffrax)")
-        ax.plot(*THETA0, "ko", ms=5)
-        ax.plot(*MINIMIZER, "r*", ms=12)
-        ax.set_title(f"α = {alpha}, β = {beta}")
+        ax.plot(*THETA0, "ko", ms=5, label="start (−1, 1.5)")
+        ax.plot(*MINIMIZER, "r*", ms=12, label="minimiser (1, 1)")
+        ax.set_title(f"α = {alpha:g}, β = {beta:g}, {speed}", fontsize=10)
         ax.set_xlabel("θ₁")
         ax.set_ylabel("θ₂")
-        ax.legend(loc="lower left", fontsize=8)
+        ax.legend(
+            loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=8, frameon=False
+        )
     ax = axes[3]
-    for color, (alpha, beta), (ts, discrete, continuous) in zip(
-        colors, panels, paths, strict=False
-    ):
-        ax.semilogy(
-            ts,
-            np.asarray(loss(jnp.asarray(discrete))),
-            color=color,
-            label=f"INNA ({alpha}, {beta})",
-        )
-        ax.semilogy(
-            ts,
-            np.asarray(loss(jnp.asarray(continuous))),
-            "--",
-            color=color,
-            lw=1.0,
-            label=f"DIN ({alpha}, {beta})",
-        )
-    ax.set_xlabel(f"time t = kγ  (γ = {learning_rate:g}, {steps:,} iterations)")
+    # INNA curves first, then DIN: the two legend columns read INNA | DIN
+    for which, style in ((1, {"lw": 1.5}), (2, {"ls": "--", "lw": 1.0})):
+        for color, (alpha, beta), run_paths in zip(colors, panels, paths, strict=False):
+            ax.semilogy(
+                run_paths[0],
+                np.asarray(loss(jnp.asarray(run_paths[which]))),
+                color=color,
+                label=f"{'INNA' if which == 1 else 'DIN'}, α = {alpha:g}, β = {beta:g}",
+                **style,
+            )
+    ax.set_xlabel("time t = kγ")
     ax.set_ylabel("J(θ)")
-    ax.legend(fontsize=7)
-    ax.set_title("loss along the paths")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=8, frameon=False)
+    ax.set_title("loss along the paths", fontsize=10)
+    fig.suptitle(
+        f"INNA (γ = {learning_rate:g}, {steps:,} iterations, {speed}) and DIN (diffrax Tsit5, "
+        f"t₁ = {learning_rate * steps:g}) on J(θ) = 100(θ₂ − |θ₁|)² + |1 − θ₁|",
+        fontsize=11,
+    )
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 

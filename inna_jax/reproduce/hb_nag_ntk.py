@@ -6,9 +6,10 @@ norm, target = the digit value) with the loss L(W) = 1/2 ||f(X; W) - y||^2. Each
 three ways on one time axis (Bu, Xu, Chen, AISTATS 2021, §3: GD t = k eta; heavy ball
 t = k sqrt(eta) with a = (1 - b)/sqrt(eta); Nesterov t = k sqrt(s)):
 
-* the discrete method on the network, and its parameter-space ODE
-  (:func:`inna_jax.dynamics.compare`);
-* the same discrete method on the linearized network in function space, u -> K(u - y);
+* the discrete method on the network (:func:`inna_jax.dynamics.discrete_path`), and its
+  parameter-space ODE (:func:`inna_jax.dynamics.compare`);
+* the same discrete method on the linearized network in function space, u -> K(u - y)
+  (:func:`inna_jax.dynamics.discrete_path` again);
 * the NTK function-space ODE with the infinite-width kernel K (analytic: Jacot et al. 2018;
   Bu, Xu, Chen 2021, §3),
   :func:`inna_jax.dynamics.solve_function_space`.
@@ -46,14 +47,13 @@ import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from inna_jax import ntk_gram
 from inna_jax.dynamics import (
     analytic_relu_ntk,
     compare,
+    discrete_path,
     fit_log_slope,
-    nesterov_scan,
     predicted_rate,
     solve_function_space,
 )
@@ -149,41 +149,13 @@ def _kernel_loss(kernel, y, u):
 
 
 def _method_args(method: str, hyper: float, lr: float) -> dict[str, float]:
+    """The method's hyperparameter in the vocabulary of :mod:`inna_jax.dynamics`: heavy ball's
+    momentum b becomes its friction a = (1 - b)/sqrt(eta); Nesterov's r is its damping."""
     if method == "heavy_ball":
-        return {"damping": (1 - hyper) / math.sqrt(lr)}
+        return {"friction": (1 - hyper) / math.sqrt(lr)}
     if method == "nesterov":
-        return {"r": hyper}
+        return {"damping": hyper}
     return {}
-
-
-def _ntk_ode(method, hyper, lr, kernel, u0, y, ts):
-    kwargs = {}
-    if method == "heavy_ball":
-        kwargs["friction"] = (1 - hyper) / math.sqrt(lr)
-    if method == "nesterov":
-        kwargs["damping"] = hyper
-    return solve_function_space(method, kernel, u0, y, ts, **kwargs)
-
-
-def _discrete_path(loss_fn, x0, method, hyper, lr, steps, record):
-    """The discrete method on ``loss_fn`` from ``x0``: ``record(x_k)`` for k = 0..steps, and
-    the last iterate. GD and heavy ball are ``optax.sgd`` (its momentum form is Polyak's heavy
-    ball, see :func:`inna_jax.dynamics.compare`); Nesterov is
-    :func:`inna_jax.dynamics.nesterov_scan`."""
-    grad_fn = jax.grad(loss_fn)
-    if method == "nesterov":
-        path = nesterov_scan(grad_fn, x0, step=lr, r=hyper, steps=steps)
-        return jax.lax.map(record, path, batch_size=64), path[-1]
-    tx = optax.sgd(lr, momentum=hyper if method == "heavy_ball" else None)
-
-    def body(carry, _):
-        x, state = carry
-        updates, state = tx.update(grad_fn(x), state, x)
-        x = optax.apply_updates(x, updates)
-        return (x, state), record(x)
-
-    (x_last, _), path = jax.lax.scan(body, (x0, tx.init(x0)), None, steps)
-    return jnp.concatenate([record(x0)[None], path]), x_last
 
 
 def _run_one(problem, method, hyper, lr, steps, kernel, *, param_ode):
@@ -205,15 +177,23 @@ def _run_one(problem, method, hyper, lr, steps, kernel, *, param_ode):
         w_last = res.discrete[-1]
         del res
     else:
-        losses, w_last = _discrete_path(
-            problem.loss_fn, problem.w0, method, hyper, lr, steps, problem.loss_fn
+        # the discrete runner of inna_jax.dynamics, keeping only the loss of each iterate
+        net = discrete_path(
+            method,
+            problem.loss_fn,
+            problem.w0,
+            steps=steps,
+            learning_rate=lr,
+            record=problem.loss_fn,
+            **args,
         )
-        curves["discrete"] = np.asarray(losses, np.float64) / n
+        curves["discrete"] = np.asarray(net.values, np.float64) / n
+        w_last = net.final
     lin_loss = jax.tree_util.Partial(_kernel_loss, jnp.asarray(kernel, problem.u0.dtype), problem.y)
-    u_lin, _ = _discrete_path(lin_loss, problem.u0, method, hyper, lr, steps, lambda u: u)
-    u_lin = np.asarray(u_lin, np.float64)
+    lin = discrete_path(method, lin_loss, problem.u0, steps=steps, learning_rate=lr, **args)
+    u_lin = np.asarray(lin.values, np.float64)
     curves["linear"] = 0.5 * np.sum((u_lin - np.asarray(problem.y)) ** 2, axis=1) / n
-    ntk = _ntk_ode(method, hyper, lr, kernel, problem.u0, problem.y, ts)
+    ntk = solve_function_space(method, kernel, problem.u0, problem.y, ts, **args)
     curves["ntk_ode"] = np.asarray(ntk.loss, np.float64) / n
     u_last = np.asarray(problem.predict(w_last, problem.x), np.float64)
     curves["final_prediction_gap"] = float(np.linalg.norm(u_last - u_lin[-1]))
@@ -278,115 +258,201 @@ def _format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _plot_curves(out, curves_by_config, loglog):
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    return plt
+
+
+def _legend_below(ax, handles=None, ncol=2):
+    """A legend under the axes, outside the data."""
+    kwargs = {} if handles is None else {"handles": handles}
+    ax.legend(
+        **kwargs,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.16),
+        ncol=ncol,
+        fontsize=8,
+        frameon=False,
+    )
+
+
+def _config_label(method: str, hyper: float, lr: float) -> str:
+    """The legend label of one configuration, with heavy ball's friction a."""
+    if method == "heavy_ball":
+        return f"HB b={hyper:g} (a={(1 - hyper) / math.sqrt(lr):.2f})"
+    return _label(method, hyper)
+
+
+def _plot_curves(out, curves_by_config, loglog, settings):
+    from matplotlib.lines import Line2D
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5.2))
     panels = {"gd": axes[0], "heavy_ball": axes[1], "nesterov": axes[2]}
-    titles = {"gd": "GD (t = k eta)", "heavy_ball": "heavy ball (t = k sqrt eta)"}
-    titles["nesterov"] = "Nesterov (t = k sqrt s)"
+    titles = {
+        "gd": "GD (t = kη)",
+        "heavy_ball": "heavy ball (t = k√η, a = (1 − b)/√η)",
+        "nesterov": "Nesterov (t = k√s, momentum (k−1)/(k+r−1))",
+    }
+    handles = {m: [] for m in panels}
+    lr = settings["learning_rate"]
     for (method, hyper), c in curves_by_config.items():
         ax = panels[method]
         ts = c["ts"]
         keep = ts > 0 if loglog else slice(None)
-        (line,) = ax.plot(ts[keep], c["discrete"][keep], label=f"{_label(method, hyper)} network")
-        ax.plot(ts[keep], c["ntk_ode"][keep], "--", color=line.get_color(), label="NTK ODE")
+        (line,) = ax.plot(ts[keep], c["discrete"][keep], label=_config_label(method, hyper, lr))
+        ax.plot(ts[keep], c["ntk_ode"][keep], "--", color=line.get_color())
+        handles[method].append(line)
+    style = [
+        Line2D([], [], color="k", label=f"network, width m = {settings['width']}"),
+        Line2D([], [], color="k", ls="--", label="NTK function-space ODE (m = ∞)"),
+    ]
     for method, ax in panels.items():
         ax.set_yscale("log")
         if loglog:
             ax.set_xscale("log")
-        ax.set_title(titles[method])
+        ax.set_title(titles[method], fontsize=10)
         ax.set_xlabel("t")
-        ax.legend(fontsize=7)
-    axes[0].set_ylabel("training loss ||u - y||^2 / 2n")
+        _legend_below(ax, handles[method] + style)
+    axes[0].set_ylabel("training loss ||u − y||² / 2n")
+    fig.suptitle(
+        f"Two-layer ReLU net on {settings['n']} digits, width {settings['width']}: "
+        f"η = s = {lr:g}, {settings['steps']} steps, {settings['dtype']}",
+        fontsize=11,
+    )
     fig.tight_layout()
     name = "loss_loglog.png" if loglog else "loss_semilog.png"
-    fig.savefig(out / name, dpi=120)
+    fig.savefig(out / name, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
-def _plot_slopes(out, rows):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+def _plot_slopes(out, rows, settings):
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5.0))
+    titles = {
+        "semilog": "semilog slopes (GD, heavy ball): d log L / dt",
+        "log-log": "log-log slopes (Nesterov): d log L / d log t",
+    }
     for ax, kind in zip(axes, ("semilog", "log-log"), strict=True):
         sel = [r for r in rows if r["fit"] == kind]
+        ax.set_title(titles[kind], fontsize=10)
         if not sel:
             continue
         pred = np.array([r["predicted"] for r in sel])
-        names = {"slope_discrete": "network (discrete)", "slope_ntk_ode": "NTK ODE"}
+        names = {
+            "slope_discrete": f"network (width {settings['width']})",
+            "slope_ntk_ode": "NTK ODE",
+        }
         for key, marker in (("slope_discrete", "o"), ("slope_ntk_ode", "x")):
             ax.scatter(pred, [r[key] for r in sel], marker=marker, label=names[key])
         for r in sel:
             ax.annotate(
-                _label(r["method"], r["hyper"]), (r["predicted"], r["slope_discrete"]), fontsize=7
+                _label(r["method"], r["hyper"]),
+                (r["predicted"], r["slope_discrete"]),
+                xytext=(4, 4),
+                textcoords="offset points",
+                fontsize=7,
             )
-        lo, hi = min(pred.min(), min(r["slope_discrete"] for r in sel)), 0.0
-        ax.plot([lo, hi], [lo, hi], "k:", lw=1, label="measured = predicted")
+        lo = min(pred.min(), *(min(r["slope_discrete"], r["slope_ntk_ode"]) for r in sel))
+        ax.plot([lo, 0.0], [lo, 0.0], "k:", lw=1, label="measured = predicted")
         ax.set_xlabel("predicted asymptotic slope")
         ax.set_ylabel(f"fitted {kind} slope of the loss")
-        ax.set_title(f"{kind} slopes")
-        ax.legend(fontsize=7)
+        _legend_below(ax, ncol=3)
+    fig.suptitle(
+        f"Fitted against predicted loss slopes: {settings['n']} digits, η = s = "
+        f"{settings['learning_rate']:g}, {settings['steps']} steps",
+        fontsize=11,
+    )
     fig.tight_layout()
-    fig.savefig(out / "slopes.png", dpi=120)
+    fig.savefig(out / "slopes.png", dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
-def _plot_width(out, sweep_rows):
-    import matplotlib
+def _plot_width(out, sweep_rows, settings):
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import NullFormatter
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5.2))
     configs = list(dict.fromkeys((r["method"], r["hyper"]) for r in sweep_rows))
+    lr = settings["learning_rate"]
+    color_handles = []
     for i, (method, hyper) in enumerate(configs):
         sel = [r for r in sweep_rows if (r["method"], r["hyper"]) == (method, hyper)]
         widths = [r["width"] for r in sel]
-        label, color = _label(method, hyper), f"C{i}"
-        axes[0].loglog(
-            widths,
-            [r["gap_network_vs_linear"] for r in sel],
-            "o-",
-            color=color,
-            label=f"{label}: network vs NTK (discrete)",
-        )
-        axes[0].loglog(
-            widths,
-            [r["gap_param_ode_vs_ntk_ode"] for r in sel],
-            "x--",
-            color=color,
-            label=f"{label}: param ODE vs NTK ODE",
-        )
-        axes[1].loglog(
-            widths,
-            [r["final_loss_network"] for r in sel],
-            "o-",
-            color=color,
-            label=f"{label} network",
-        )
-        axes[1].axhline(
-            sel[0]["final_loss_ntk_ode"], color=color, ls=":", label=f"{label} NTK ODE (m = inf)"
-        )
+        color = f"C{i}"
+        axes[0].loglog(widths, [r["gap_network_vs_linear"] for r in sel], "o-", color=color)
+        axes[0].loglog(widths, [r["gap_param_ode_vs_ntk_ode"] for r in sel], "x--", color=color)
+        axes[1].loglog(widths, [r["final_loss_network"] for r in sel], "o-", color=color)
+        axes[1].axhline(sel[0]["final_loss_ntk_ode"], color=color, ls=":")
+        color_handles.append(Line2D([], [], color=color, label=_config_label(method, hyper, lr)))
+    gap_style = [
+        Line2D([], [], color="k", marker="o", label="network vs NTK model (discrete)"),
+        Line2D([], [], color="k", marker="x", ls="--", label="parameter ODE vs NTK ODE"),
+    ]
+    loss_style = [
+        Line2D([], [], color="k", marker="o", label="network"),
+        Line2D([], [], color="k", ls=":", label="NTK ODE (m = ∞)"),
+    ]
     kernel_rows = {r["width"]: r["kernel_error"] for r in sweep_rows}
-    axes[2].loglog(list(kernel_rows), list(kernel_rows.values()), "o-", label="||K_m - K|| / ||K||")
+    axes[2].loglog(list(kernel_rows), list(kernel_rows.values()), "o-", label="||K_m − K|| / ||K||")
     ref = np.array(list(kernel_rows))
-    axes[2].loglog(ref, kernel_rows[ref[0]] * np.sqrt(ref[0] / ref), "k:", label="m^(-1/2)")
-    axes[0].set_title("max_t |log loss - log loss of the NTK model|")
-    axes[1].set_title("final training loss against width")
-    axes[2].set_title("empirical NTK at init against the analytic kernel")
+    axes[2].loglog(ref, kernel_rows[ref[0]] * np.sqrt(ref[0] / ref), "k:", label="∝ m^(−1/2)")
+    axes[0].set_title("max_t |log loss − log loss of the NTK model|", fontsize=10)
+    axes[1].set_title(f"training loss after {settings['sweep_steps']} steps", fontsize=10)
+    axes[2].set_title("empirical NTK at init against the analytic kernel", fontsize=10)
     for ax in axes:
         ax.set_xlabel("width m")
-        ax.legend(fontsize=7)
+        ax.set_xticks(ref, [str(w) for w in ref])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    _legend_below(axes[0], color_handles + gap_style)
+    _legend_below(axes[1], color_handles + loss_style)
+    _legend_below(axes[2])
+    fig.suptitle(
+        f"Width sweep: {settings['n']} digits, η = s = {lr:g}, {settings['sweep_steps']} steps, "
+        f"widths {', '.join(str(w) for w in kernel_rows)}",
+        fontsize=11,
+    )
     fig.tight_layout()
-    fig.savefig(out / "width_sweep.png", dpi=120)
+    fig.savefig(out / "width_sweep.png", dpi=120, bbox_inches="tight")
     plt.close(fig)
+
+
+def _check_int(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {name}={value!r}")
+
+
+def _check_settings(n, width, widths, steps, sweep_steps, lr, momenta, dampings, configs):
+    """One-line errors for the settings of :func:`run` (its argument names)."""
+    _check_int("n", n, 2)
+    _check_int("width", width, 1)
+    if len(widths) == 0:
+        raise ValueError("widths must hold at least one width, got widths=()")
+    for w in widths:
+        _check_int("widths", w, 1)
+    _check_int("steps", steps, 8)  # the slope windows [T/8, T/4] need two iterates
+    _check_int("sweep_steps", sweep_steps, 1)
+    if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"learning_rate must be a finite number > 0, got learning_rate={lr!r}")
+    for b in momenta:
+        if not (isinstance(b, int | float) and 0 <= b < 1):
+            raise ValueError(f"momenta must be numbers in [0, 1), got {b!r} in momenta")
+    for r in dampings:
+        if not (isinstance(r, int | float) and math.isfinite(r) and r > 0):
+            raise ValueError(f"dampings must be finite numbers > 0, got {r!r} in dampings")
+    for config in configs:
+        method, hyper = config
+        ok = {"gd": True, "heavy_ball": 0 <= hyper < 1, "nesterov": hyper > 0}.get(method)
+        if not ok:
+            raise ValueError(
+                "sweep_configs must be (method, hyperparameter) pairs: ('gd', 0), ('heavy_ball', "
+                f"b in [0, 1)) or ('nesterov', r > 0), got {config!r}"
+            )
 
 
 def run(
@@ -422,7 +488,13 @@ def run(
 
     Returns:
         A summary dict: lambda_0, lambda_max, the rate rows and the width-sweep rows.
+
+    Raises:
+        ValueError: one line naming the argument, for a bad count, width, step, momentum,
+            damping or sweep configuration (before anything is computed).
     """
+    _check_settings(n, width, widths, steps, sweep_steps, learning_rate, momenta, dampings,
+                    sweep_configs)  # fmt: skip
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
@@ -456,9 +528,17 @@ def run(
             print(f"  {_label(method, hyper):<10} m={width}: {time.perf_counter() - t_run:.1f} s")
     _write_csv(out / "curves.csv", curve_rows)
     _write_csv(out / "rates.csv", rows)
-    _plot_curves(out, curves_by_config, loglog=False)
-    _plot_curves(out, curves_by_config, loglog=True)
-    _plot_slopes(out, rows)
+    settings = {
+        "n": n,
+        "width": width,
+        "steps": steps,
+        "sweep_steps": sweep_steps,
+        "learning_rate": learning_rate,
+        "dtype": jnp.dtype(dtype).name,
+    }
+    _plot_curves(out, curves_by_config, loglog=False, settings=settings)
+    _plot_curves(out, curves_by_config, loglog=True, settings=settings)
+    _plot_slopes(out, rows, settings)
     table = _format_table(rows)
     if verbose:
         print("\nfitted slopes of log(loss) against the predicted asymptotic rates")
@@ -506,7 +586,7 @@ def run(
                     f"({time.perf_counter() - t_run:.1f} s)"
                 )
     _write_csv(out / "width_sweep.csv", sweep_rows)
-    _plot_width(out, sweep_rows)
+    _plot_width(out, sweep_rows, settings)
     summary = {
         "n": n,
         "dim": int(x.shape[1]),
