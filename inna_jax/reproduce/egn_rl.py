@@ -13,7 +13,10 @@ LQR policy evaluation, Acrobot and MinAtar games. This command runs both kinds o
 * DQN on gymnax (CartPole-v1 and Acrobot-v1; Breakout-MinAtar with --minatar): one jitted
   training loop (vectorised environments, replay buffer in device arrays, target network)
   with the Q-network (MLP) trained by EGN on the TD regression of the chosen actions'
-  values, against Adam; learning rates from small grids.
+  values, against Adam; learning rates from small grids. The curves show the mean
+  undiscounted return of the training (epsilon-greedy) episodes that ended within each chunk
+  (a chunk in which none ended repeats the previous value); "final" is the last 10% of
+  training.
 
 Every (method, learning rate) trains all seeds as one vmapped, compiled program (compiled
 once per method; the learning rate is an argument, so the grid reuses it). Training runs in
@@ -151,6 +154,14 @@ def _worse(a: float, b: float, maximize: bool) -> bool:
     return a < b if maximize else a > b
 
 
+def _forward_fill(values: np.ndarray) -> np.ndarray:
+    """Fills NaN rows (chunks in which no episode ended) with the previous row's values."""
+    values = values.copy()
+    for i in range(1, len(values)):
+        values[i] = np.where(np.isfinite(values[i]), values[i], values[i - 1])
+    return values
+
+
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
@@ -226,6 +237,8 @@ def run_lqr(
     chunks: int,
     grids: dict[str, tuple[float, ...]],
     egn_regularizer: float,
+    models: tuple[str, ...] = LQR_MODELS,
+    methods: tuple[str, ...] = LQR_METHODS,
     problem_seed: int = 0,
     quiet: bool = True,
 ) -> tuple[list[dict], list[dict], dict[str, Any]]:
@@ -247,7 +260,7 @@ def run_lqr(
     v_test = jnp.einsum("bi,ij,bj->b", x_test, p_true_j, x_test) + c_true
     seed_list = list(range(seeds))
     table, curves = [], []
-    for model in LQR_MODELS:
+    for model in models:
         value_fn, init_params = _lqr_model(model, n)
         params0 = _stack([init_params(s) for s in seed_list])
         keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(1), s))(jnp.arange(seeds))
@@ -266,7 +279,7 @@ def run_lqr(
 
         error_all = jax.jit(jax.vmap(lambda st: error(st.params)))
 
-        for method in LQR_METHODS:
+        for method in methods:
             method_steps = steps * (first_order_factor if method in ("sgd", "adam") else 1)
             per_chunk = max(1, method_steps // chunks)
             num_chunks = method_steps // per_chunk
@@ -345,8 +358,9 @@ def _plot_lqr(path: Path, curves: list[dict], table: list[dict], title: str) -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 2, figsize=(12, 7.5), squeeze=False)
-    for row, model in enumerate(LQR_MODELS):
+    models = list(dict.fromkeys(r["model"] for r in table))
+    fig, axes = plt.subplots(len(models), 2, figsize=(12, 3.5 * len(models) + 0.6), squeeze=False)
+    for row, model in enumerate(models):
         for best in (r for r in table if r["model"] == model):
             method, lr = best["method"].lower(), best["learning_rate"]
             rows = [
@@ -400,6 +414,7 @@ def run_dqn(
     grids: dict[str, tuple[float, ...]],
     egn_regularizer: float,
     chunks: int,
+    methods: tuple[str, ...] = DQN_METHODS,
     quiet: bool = True,
 ) -> tuple[list[dict], list[dict]]:
     """DQN with EGN and Adam on one gymnax environment, every learning rate, all seeds.
@@ -428,7 +443,7 @@ def run_dqn(
     transitions_per_update = config.num_envs * config.env_steps_per_update
     start_steps = -(-config.learning_starts // config.num_envs) * config.num_envs
     table, curves = [], []
-    for method in DQN_METHODS:
+    for method in methods:
 
         def make_tx(lr, method=method):
             if method == "egn":
@@ -469,7 +484,7 @@ def run_dqn(
         for lr in grids[method]:
             state = init(keys, params0, _scalar(lr))
             result = _run_chunks(compiled, state, lr, chunks, evaluate)
-            returns = np.array([r[0] for r in result["records"][1:]])  # (chunks, seeds)
+            returns = _forward_fill(np.array([r[0] for r in result["records"][1:]]))
             losses = np.array([r[1] for r in result["records"][1:]])
             env_steps = start_steps + np.arange(1, chunks + 1) * per_chunk * transitions_per_update
             for i in range(chunks):
@@ -481,7 +496,7 @@ def run_dqn(
                          "episode_return": float(returns[i, s]), "td_loss": float(losses[i, s])}
                     )  # fmt: skip
             tail = max(1, chunks // 10)  # the last 10% of training
-            final = np.nanmean(returns[-tail:], axis=0)  # per seed
+            final = returns[-tail:].mean(axis=0)  # per seed; NaN if no episode ever ended
             score = float(np.mean(final)) if np.all(np.isfinite(final)) else float("nan")
             if best is None or _worse(best[0], score, maximize=True):
                 best = (score, lr, final, returns, result["seconds"])
@@ -602,11 +617,14 @@ def run(
     lqr_sgn_lr: tuple[float, ...] = DEFAULTS["lqr_sgn_lr"],
     lqr_sgd_lr: tuple[float, ...] = DEFAULTS["lqr_sgd_lr"],
     lqr_adam_lr: tuple[float, ...] = DEFAULTS["lqr_adam_lr"],
+    lqr_models: tuple[str, ...] = LQR_MODELS,
+    lqr_methods: tuple[str, ...] = LQR_METHODS,
     egn_regularizer: float = DEFAULTS["egn_regularizer"],
     envs: tuple[str, ...] = CLASSIC_ENVS,
     dqn_updates: dict[str, int] | None = None,
     dqn_egn_lr: tuple[float, ...] = DEFAULTS["dqn_egn_lr"],
     dqn_adam_lr: tuple[float, ...] = DEFAULTS["dqn_adam_lr"],
+    dqn_methods: tuple[str, ...] = DQN_METHODS,
     dqn_batch_size: int = DEFAULTS["dqn_batch_size"],
     dqn_num_envs: int = DEFAULTS["dqn_num_envs"],
     dqn_buffer_size: int = DEFAULTS["dqn_buffer_size"],
@@ -631,11 +649,14 @@ def run(
         lqr_sgn_lr: SGN step caps tried (Armijo line search on).
         lqr_sgd_lr: SGD learning rates tried.
         lqr_adam_lr: Adam learning rates tried.
+        lqr_models: a subset of :data:`LQR_MODELS`.
+        lqr_methods: a subset of :data:`LQR_METHODS`.
         egn_regularizer: EGN's :math:`\\lambda` (both experiments).
         envs: gymnax environments, from :data:`ENVS`.
         dqn_updates: DQN updates per environment (default from :data:`DQN_SETTINGS`).
         dqn_egn_lr: EGN learning rates tried for DQN.
         dqn_adam_lr: Adam learning rates tried for DQN.
+        dqn_methods: a subset of :data:`DQN_METHODS`.
         dqn_batch_size: replay batch per update.
         dqn_num_envs: environments stepped in parallel.
         dqn_buffer_size: replay capacity.
@@ -670,6 +691,8 @@ def run(
                 chunks=lqr_chunks,
                 grids=grids,
                 egn_regularizer=egn_regularizer,
+                models=tuple(lqr_models),
+                methods=tuple(lqr_methods),
                 quiet=quiet,
             )
             title = (
@@ -724,6 +747,7 @@ def run(
                     grids={"egn": dqn_egn_lr, "adam": dqn_adam_lr},
                     egn_regularizer=egn_regularizer,
                     chunks=dqn_chunks,
+                    methods=tuple(dqn_methods),
                     quiet=quiet,
                 )
                 table += rows
@@ -814,6 +838,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--lqr-chunks", type=_positive_int, default=d["lqr_chunks"],
         help="timed chunks (curve points) per run",
     )  # fmt: skip
+    lqr.add_argument(
+        "--lqr-models", nargs="+", choices=LQR_MODELS, default=list(LQR_MODELS),
+        help="value models: quadratic features and/or the MLP",
+    )  # fmt: skip
+    lqr.add_argument(
+        "--lqr-methods", nargs="+", choices=LQR_METHODS, default=list(LQR_METHODS),
+        help="optimizers compared",
+    )  # fmt: skip
     for method, name in (("egn", "EGN"), ("sgn", "SGN"), ("sgd", "SGD"), ("adam", "Adam")):
         lqr.add_argument(
             f"--lqr-{method}-lr", type=_positive_float, nargs="+",
@@ -837,6 +869,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     dqn.add_argument(
         "--dqn-adam-lr", type=_positive_float, nargs="+", default=list(d["dqn_adam_lr"]),
         help="Adam learning rates tried",
+    )  # fmt: skip
+    dqn.add_argument(
+        "--dqn-methods", nargs="+", choices=DQN_METHODS, default=list(DQN_METHODS),
+        help="optimizers compared",
     )  # fmt: skip
     dqn.add_argument(
         "--dqn-batch-size", type=_positive_int, default=d["dqn_batch_size"],
@@ -885,11 +921,14 @@ def main(args: argparse.Namespace) -> int:
         lqr_sgn_lr=tuple(args.lqr_sgn_lr),
         lqr_sgd_lr=tuple(args.lqr_sgd_lr),
         lqr_adam_lr=tuple(args.lqr_adam_lr),
+        lqr_models=tuple(args.lqr_models),
+        lqr_methods=tuple(args.lqr_methods),
         egn_regularizer=args.egn_regularizer,
         envs=tuple(envs),
         dqn_updates=updates,
         dqn_egn_lr=tuple(args.dqn_egn_lr),
         dqn_adam_lr=tuple(args.dqn_adam_lr),
+        dqn_methods=tuple(args.dqn_methods),
         dqn_batch_size=args.dqn_batch_size,
         dqn_num_envs=args.dqn_num_envs,
         dqn_buffer_size=args.dqn_buffer_size,
