@@ -14,6 +14,7 @@ def test_egn_rl_command_writes_tables_and_figures(tmp_path, capsys):
             "egn-rl", "--out", str(tmp_path), "--seeds", "2",
             "--lqr-models", "quadratic", "--lqr-methods", "egn", "sgd",
             "--lqr-steps", "40", "--lqr-first-order-factor", "2", "--lqr-chunks", "4",
+            "--lqr-target-periods", "10",
             "--lqr-egn-lr", "0.5", "--lqr-sgd-lr", "0.01", "0.03",
             "--envs", "CartPole-v1", "--dqn-updates", "40", "--dqn-chunks", "2",
             "--dqn-num-envs", "4", "--dqn-methods", "egn", "--dqn-batch-size", "8",
@@ -31,11 +32,12 @@ def test_egn_rl_command_writes_tables_and_figures(tmp_path, capsys):
     lqr = json.loads((tmp_path / "lqr_table.json").read_text())
     assert [(r["model"], r["method"]) for r in lqr] == [("quadratic", "EGN"), ("quadratic", "SGD")]
     assert [r["steps"] for r in lqr] == [40, 80]  # SGD takes 2x the steps
+    assert [r["target_period"] for r in lqr] == [10, 10]
     assert all(0 < r["final_mean"] < 1 and r["seconds"] > 0 for r in lqr), lqr
     with open(tmp_path / "lqr_curves.csv") as f:
         curves = list(csv.DictReader(f))
-    # EGN: 1 lr x 2 seeds x 5 points; SGD: 2 lrs x 2 seeds x 5 points
-    assert len(curves) == 10 + 20
+    # EGN: 1 lr x 2 seeds x 5 points; SGD: 2 lrs x 2 seeds x 9 points (every 10 steps)
+    assert len(curves) == 10 + 36
     dqn = json.loads((tmp_path / "dqn_table.json").read_text())
     assert [(r["env"], r["method"]) for r in dqn] == [("CartPole-v1", "EGN")]
     assert all(r["env_steps"] == 32 + 40 * 4 and r["updates"] == 40 for r in dqn)

@@ -6,8 +6,8 @@ LQR policy evaluation, Acrobot and MinAtar games. This command runs both kinds o
 * LQR policy evaluation: a random 4-state, 2-input linear system under a fixed stabilising
   linear policy, cost x'Qx + u'Ru, discount 0.9, Gaussian process noise. The value
   V(x) = x'Px + c is known in closed form (discrete Lyapunov equation). Fitted TD learns it
-  from fresh sampled transitions, with a target refreshed every --lqr-target-period steps,
-  by EGN (MSE), SGN, and SGD and Adam with learning-rate grids, for two models: quadratic
+  from fresh sampled transitions, with a target refreshed every T steps, by EGN (MSE), SGN,
+  and SGD and Adam, each with a grid of learning rates and of T, for two models: quadratic
   features (reports ||P_hat - P||_F / ||P||_F) and a tanh MLP 32-32 (reports the relative
   RMS value error on 1000 held-out states).
 * DQN on gymnax (CartPole-v1 and Acrobot-v1; Breakout-MinAtar with --minatar): one jitted
@@ -69,12 +69,12 @@ DEFAULTS: dict[str, Any] = {
     "lqr_steps": 2_000,
     "lqr_first_order_factor": 5,
     "lqr_batch_size": 64,
-    "lqr_target_period": 10,
+    "lqr_target_periods": (10, 100, 1000),
     "lqr_chunks": 40,
-    "lqr_egn_lr": (0.3, 1.0),
+    "lqr_egn_lr": (0.1, 0.3, 1.0),
     "lqr_sgn_lr": (0.3, 1.0),
-    "lqr_sgd_lr": (1e-3, 3e-3, 1e-2, 3e-2),
-    "lqr_adam_lr": (1e-3, 3e-3, 1e-2, 3e-2),
+    "lqr_sgd_lr": (3e-3, 1e-2, 3e-2),
+    "lqr_adam_lr": (1e-3, 3e-3, 1e-2),
     "egn_regularizer": 1.0,
     "dqn_egn_lr": (0.1, 0.3),
     "dqn_adam_lr": (3e-4, 1e-3),
@@ -132,13 +132,12 @@ def _scalar(value: float) -> jax.Array:
     return jnp.asarray(value, jnp.zeros(()).dtype)
 
 
-def _run_chunks(compiled, state, lr: float, chunks: int, evaluate) -> dict[str, list]:
-    """Calls a compiled chunk ``chunks`` times; times each call; evaluates between calls."""
-    lr = _scalar(lr)
+def _run_chunks(compiled, state, args: tuple, chunks: int, evaluate) -> dict[str, list]:
+    """Calls ``compiled(state, *args)`` ``chunks`` times; times each call (evaluation apart)."""
     seconds, records = [0.0], [evaluate(state, None)]
     for _ in range(chunks):
         start = time.perf_counter()
-        state, out = compiled(state, lr)
+        state, out = compiled(state, *args)
         jax.block_until_ready(state)
         seconds.append(seconds[-1] + time.perf_counter() - start)
         records.append(evaluate(state, out))
@@ -233,7 +232,7 @@ def run_lqr(
     steps: int,
     first_order_factor: int,
     batch_size: int,
-    target_period: int,
+    target_periods: tuple[int, ...],
     chunks: int,
     grids: dict[str, tuple[float, ...]],
     egn_regularizer: float,
@@ -242,15 +241,18 @@ def run_lqr(
     problem_seed: int = 0,
     quiet: bool = True,
 ) -> tuple[list[dict], list[dict], dict[str, Any]]:
-    """Fitted-TD LQR policy evaluation for every model, method and learning rate.
+    """Fitted-TD LQR policy evaluation for every model, method, learning rate and target period.
 
     EGN and SGN take ``steps`` steps; SGD and Adam, whose steps are several times cheaper,
     take ``first_order_factor * steps``, so that every curve covers a similar wall-clock span.
+    Every run is evaluated every ``steps // chunks`` steps. The target period is tuned with
+    the learning rate: a method that fits each regression in a few steps (EGN) can refresh
+    its targets often, while first-order methods need long periods to stay stable.
 
     Returns:
         ``(table_rows, curve_rows, extra)``: one table row per (model, method) at its best
-        learning rate, one curve row per (model, method, lr, seed, point), and the problem's
-        description (``P``, ``c``) for the summary.
+        (learning rate, target period), one curve row per (model, method, lr, period, seed,
+        point), and the problem's description (``P``, ``c``) for the summary.
     """
     problem = rl.make_lqr(problem_seed)
     n = problem.A.shape[0]
@@ -279,24 +281,24 @@ def run_lqr(
 
         error_all = jax.jit(jax.vmap(lambda st: error(st.params)))
 
+        per_chunk = max(1, steps // chunks)
         for method in methods:
             method_steps = steps * (first_order_factor if method in ("sgd", "adam") else 1)
-            per_chunk = max(1, method_steps // chunks)
-            num_chunks = method_steps // per_chunk
+            num_chunks = max(1, method_steps // per_chunk)
 
             def make_tx(lr, method=method, value_fn=value_fn):
                 return _optimizer(method, lr, value_fn, egn_regularizer)
 
-            def chunk(state, lr, make_tx=make_tx, value_fn=value_fn, per_chunk=per_chunk):
+            def chunk(state, lr, period, make_tx=make_tx, value_fn=value_fn, n=per_chunk):
                 return jax.vmap(
                     lambda st: rl.td_policy_evaluation(
                         st,
                         value_fn,
                         make_tx(lr),
                         problem,
-                        steps=per_chunk,
+                        steps=n,
                         batch_size=batch_size,
-                        target_period=target_period,
+                        target_period=period,
                     )
                 )(state)
 
@@ -308,28 +310,36 @@ def run_lqr(
             )
             state0 = init(params0, keys, _scalar(grids[method][0]))
             start = time.perf_counter()
-            compiled = jax.jit(chunk).lower(state0, _scalar(1.0)).compile()
+            period0 = jnp.asarray(1, jnp.int32)
+            compiled = jax.jit(chunk).lower(state0, _scalar(1.0), period0).compile()
             compile_s = time.perf_counter() - start
             best = None
             for lr in grids[method]:
-                state = init(params0, keys, _scalar(lr))
-                result = _run_chunks(
-                    compiled, state, lr, num_chunks, lambda st, _out, f=error_all: np.asarray(f(st))
-                )
-                errors = np.array(result["records"])  # (points, seeds)
-                for i, (sec, errs) in enumerate(zip(result["seconds"], errors, strict=True)):
-                    for s, e in enumerate(errs):
-                        curves.append(
-                            {"model": model, "method": method, "learning_rate": lr, "seed": s,
-                             "step": i * per_chunk, "seconds": sec, "error": float(e)}
-                        )  # fmt: skip
-                final = errors[-1]
-                score = float(np.mean(final)) if np.all(np.isfinite(final)) else float("nan")
-                if best is None or _worse(best[0], score, maximize=False):
-                    best = (score, lr, errors, result["seconds"])
-                if not quiet:
-                    print(f"  lqr {model:<9} {method:<4} lr={lr:<8g} final error {score:.4g}")
-            score, lr, errors, seconds = best
+                for period in target_periods:
+                    state = init(params0, keys, _scalar(lr))
+                    args = (_scalar(lr), jnp.asarray(period, jnp.int32))
+                    result = _run_chunks(
+                        compiled, state, args, num_chunks,
+                        lambda st, _out, f=error_all: np.asarray(f(st)),
+                    )  # fmt: skip
+                    errors = np.array(result["records"])  # (points, seeds)
+                    for i, (sec, errs) in enumerate(zip(result["seconds"], errors, strict=True)):
+                        for s, e in enumerate(errs):
+                            curves.append(
+                                {"model": model, "method": method, "learning_rate": lr,
+                                 "target_period": period, "seed": s, "step": i * per_chunk,
+                                 "seconds": sec, "error": float(e)}
+                            )  # fmt: skip
+                    final = errors[-1]
+                    score = float(np.mean(final)) if np.all(np.isfinite(final)) else float("nan")
+                    if best is None or _worse(best[0], score, maximize=False):
+                        best = (score, lr, period, errors, result["seconds"])
+                    if not quiet:
+                        print(
+                            f"  lqr {model:<9} {method:<4} lr={lr:<8g} target every "
+                            f"{period:<5d} final error {score:.4g}"
+                        )
+            score, lr, period, errors, seconds = best
             mean_curve = np.mean(errors, axis=1)
             reach = np.nonzero(mean_curve <= 0.1)[0]
             table.append(
@@ -338,6 +348,7 @@ def run_lqr(
                     "metric": "rel. error of P" if model == "quadratic" else "rel. value error",
                     "method": method.upper(),
                     "learning_rate": lr,
+                    "target_period": period,
                     "final_mean": score,
                     "final_min": float(np.min(errors[-1])),
                     "final_max": float(np.max(errors[-1])),
@@ -363,15 +374,17 @@ def _plot_lqr(path: Path, curves: list[dict], table: list[dict], title: str) -> 
     for row, model in enumerate(models):
         for best in (r for r in table if r["model"] == model):
             method, lr = best["method"].lower(), best["learning_rate"]
+            period = best["target_period"]
             rows = [
                 c for c in curves
                 if c["model"] == model and c["method"] == method and c["learning_rate"] == lr
+                and c["target_period"] == period
             ]  # fmt: skip
             seeds = sorted({c["seed"] for c in rows})
             steps = sorted({c["step"] for c in rows})
             err = np.array([[c["error"] for c in rows if c["seed"] == s] for s in seeds])
             secs = np.array([c["seconds"] for c in rows if c["seed"] == seeds[0]])
-            label = f"{best['method']} (lr={lr:g})"
+            label = f"{best['method']} (lr={lr:g}, T={period})"
             _band_plot(axes[row, 0], steps, err, label, log=True)
             _band_plot(axes[row, 1], secs, err, label, log=True)
         ylabel = (
@@ -483,7 +496,7 @@ def run_dqn(
         best = None
         for lr in grids[method]:
             state = init(keys, params0, _scalar(lr))
-            result = _run_chunks(compiled, state, lr, chunks, evaluate)
+            result = _run_chunks(compiled, state, (_scalar(lr),), chunks, evaluate)
             returns = _forward_fill(np.array([r[0] for r in result["records"][1:]]))
             losses = np.array([r[1] for r in result["records"][1:]])
             env_steps = start_steps + np.arange(1, chunks + 1) * per_chunk * transitions_per_update
@@ -566,14 +579,15 @@ def _fmt(value, spec: str) -> str:
 def format_lqr_table(rows: list[dict]) -> str:
     """The LQR table as fixed-width text."""
     head = (
-        f"{'model':<10}{'method':<7}{'lr':>8}{'final error (min-max)':>32}"
+        f"{'model':<10}{'method':<7}{'lr':>8}{'T':>6}{'final error (min-max)':>32}"
         f"{'steps to 0.1':>14}{'s to 0.1':>10}{'seconds':>9}{'compile s':>11}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
         final = f"{r['final_mean']:.3e} ({r['final_min']:.2e}-{r['final_max']:.2e})"
         lines.append(
-            f"{r['model']:<10}{r['method']:<7}{r['learning_rate']:>8g}{final:>32}"
+            f"{r['model']:<10}{r['method']:<7}{r['learning_rate']:>8g}{r['target_period']:>6d}"
+            f"{final:>32}"
             f"{_fmt(r['steps_to_0.1'], 'd'):>14}{_fmt(r['seconds_to_0.1'], '.2f'):>10}"
             f"{r['seconds']:>9.2f}{r['compile_seconds']:>11.1f}"
         )
@@ -611,7 +625,7 @@ def run(
     lqr_steps: int = DEFAULTS["lqr_steps"],
     lqr_first_order_factor: int = DEFAULTS["lqr_first_order_factor"],
     lqr_batch_size: int = DEFAULTS["lqr_batch_size"],
-    lqr_target_period: int = DEFAULTS["lqr_target_period"],
+    lqr_target_periods: tuple[int, ...] = DEFAULTS["lqr_target_periods"],
     lqr_chunks: int = DEFAULTS["lqr_chunks"],
     lqr_egn_lr: tuple[float, ...] = DEFAULTS["lqr_egn_lr"],
     lqr_sgn_lr: tuple[float, ...] = DEFAULTS["lqr_sgn_lr"],
@@ -643,7 +657,8 @@ def run(
         lqr_steps: fitted-TD optimizer steps of EGN and SGN.
         lqr_first_order_factor: SGD and Adam take this many times ``lqr_steps``.
         lqr_batch_size: transitions per step (EGN's system size).
-        lqr_target_period: steps between TD target refreshes.
+        lqr_target_periods: steps between TD target refreshes, tried with every learning
+            rate (the grid is over pairs).
         lqr_chunks: timed chunks (evaluation points) per run.
         lqr_egn_lr: EGN learning rates tried.
         lqr_sgn_lr: SGN step caps tried (Armijo line search on).
@@ -687,7 +702,7 @@ def run(
                 steps=lqr_steps,
                 first_order_factor=lqr_first_order_factor,
                 batch_size=lqr_batch_size,
-                target_period=lqr_target_period,
+                target_periods=tuple(lqr_target_periods),
                 chunks=lqr_chunks,
                 grids=grids,
                 egn_regularizer=egn_regularizer,
@@ -697,7 +712,8 @@ def run(
             )
             title = (
                 f"LQR policy evaluation by fitted TD (n=4, m=2, gamma=0.9, noise 0.1): batch "
-                f"{lqr_batch_size}, target every {lqr_target_period} steps, EGN lambda="
+                f"{lqr_batch_size}, target every {'/'.join(map(str, lqr_target_periods))} "
+                f"steps (tuned), EGN lambda="
                 f"{egn_regularizer:g}, SGN 10 CG/damping 1e-3/Armijo\nSGD/Adam run "
                 f"{lqr_first_order_factor}x the steps of EGN/SGN; best lr per method; "
                 f"mean and min-max over {seeds} seeds"
@@ -712,7 +728,7 @@ def run(
                 "steps": lqr_steps,
                 "first_order_factor": lqr_first_order_factor,
                 "batch_size": lqr_batch_size,
-                "target_period": lqr_target_period,
+                "target_periods": list(lqr_target_periods),
                 "grids": {k: list(v) for k, v in grids.items()},
                 "egn_regularizer": egn_regularizer,
                 "sgn": {"regularizer": 1e-3, "cg_iterations": 10, "line_search": True},
@@ -831,8 +847,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="transitions per step",
     )  # fmt: skip
     lqr.add_argument(
-        "--lqr-target-period", type=_positive_int, default=d["lqr_target_period"],
-        help="steps between TD target refreshes",
+        "--lqr-target-periods", type=_positive_int, nargs="+",
+        default=list(d["lqr_target_periods"]),
+        help="steps between TD target refreshes, each tried with every learning rate",
     )  # fmt: skip
     lqr.add_argument(
         "--lqr-chunks", type=_positive_int, default=d["lqr_chunks"],
@@ -915,7 +932,7 @@ def main(args: argparse.Namespace) -> int:
         lqr_steps=args.lqr_steps,
         lqr_first_order_factor=args.lqr_first_order_factor,
         lqr_batch_size=args.lqr_batch_size,
-        lqr_target_period=args.lqr_target_period,
+        lqr_target_periods=tuple(args.lqr_target_periods),
         lqr_chunks=args.lqr_chunks,
         lqr_egn_lr=tuple(args.lqr_egn_lr),
         lqr_sgn_lr=tuple(args.lqr_sgn_lr),

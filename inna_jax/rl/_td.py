@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from inna_jax._validation import concrete_float
 from inna_jax.rl._lqr import LQRProblem, sample_lqr_transitions
 
 ValueFn = Callable[[Any, jax.Array], jax.Array]
@@ -76,7 +77,7 @@ def td_policy_evaluation(
     *,
     steps: int,
     batch_size: int,
-    target_period: int,
+    target_period: int | jax.Array,
     state_scale: float = 1.0,
 ) -> tuple[TDState, jax.Array]:
     r"""``steps`` fitted-TD steps on fresh LQR transitions (one ``lax.scan``; jit- and vmap-safe).
@@ -97,7 +98,8 @@ def td_policy_evaluation(
         problem: the :class:`LQRProblem` whose policy is evaluated.
         steps: optimizer steps.
         batch_size: transitions per step.
-        target_period: steps between target refreshes (1: semi-gradient TD(0) targets).
+        target_period: steps between target refreshes (1: semi-gradient TD(0) targets); an
+            integer, or a traced integer scalar (to vmap or reuse one program over periods).
         state_scale: the standard deviation of the sampled states.
 
     Returns:
@@ -130,7 +132,8 @@ def td_policy_evaluation(
     for name, value in (("steps", steps), ("batch_size", batch_size)):
         if int(value) != value or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {name}={value!r}")
-    if int(target_period) != target_period or target_period < 1:
+    period = concrete_float(target_period)  # may be traced (a grid in one program)
+    if period is not None and (int(period) != period or period < 1):
         raise ValueError(f"target_period must be an integer >= 1, got {target_period!r}")
     tx = optax.with_extra_args_support(optimizer)
 
@@ -148,7 +151,7 @@ def td_policy_evaluation(
         updates, opt_state = tx.update(grads, carry.opt_state, carry.params, inputs=x, targets=y)
         params = optax.apply_updates(carry.params, updates)
         step = carry.step + 1
-        target = optax.periodic_update(params, carry.target_params, step, int(target_period))
+        target = optax.periodic_update(params, carry.target_params, step, target_period)
         return TDState(params, target, opt_state, key, step), loss
 
     return jax.lax.scan(body, state, None, length=int(steps))
