@@ -62,7 +62,7 @@ LQR_HIDDEN = (32, 32)
 DQN_SETTINGS: dict[str, dict[str, Any]] = {
     "CartPole-v1": {"hidden": (64, 64), "updates": 5_000, "gamma": 0.99},
     "Acrobot-v1": {"hidden": (64, 64), "updates": 5_000, "gamma": 0.99},
-    "Breakout-MinAtar": {"hidden": (128, 128), "updates": 20_000, "gamma": 0.99},
+    "Breakout-MinAtar": {"hidden": (64, 64), "updates": 10_000, "gamma": 0.99},
 }
 
 DEFAULTS: dict[str, Any] = {
@@ -873,11 +873,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--envs", nargs="+", choices=ENVS, default=list(CLASSIC_ENVS), help="gymnax environments"
     )
     dqn.add_argument(
-        "--minatar", action="store_true", help=f"add {MINATAR_ENV} (slow on CPU: minutes)"
+        "--minatar",
+        action="store_true",
+        help=f"add {MINATAR_ENV} (slow on CPU: EGN needs a 400-input MLP's Jacobian per "
+        "update, about 10-30 min per learning rate on 2 busy cores)",
     )
     dqn.add_argument(
         "--dqn-updates", type=_positive_int, default=None,
-        help="updates per environment (default: 5000 for CartPole/Acrobot, 20000 for MinAtar)",
+        help="updates per environment (default: 5000 for CartPole/Acrobot, 10000 for MinAtar)",
     )  # fmt: skip
     dqn.add_argument(
         "--dqn-egn-lr", type=_positive_float, nargs="+", default=list(d["dqn_egn_lr"]),
