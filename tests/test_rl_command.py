@@ -60,6 +60,7 @@ def test_bad_flags_exit_2_naming_the_flag(argv, flag, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert flag in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
 
 
 def test_help_lists_every_flag(capsys):

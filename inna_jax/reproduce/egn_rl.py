@@ -820,7 +820,12 @@ def _positive_float(text: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``inna-jax egn-rl``."""
+    """Flags of ``inna-jax egn-rl``; a bad flag exits with status 2 and one line naming it."""
+
+    def error(message: str) -> None:  # one line, not argparse's usage block
+        parser.exit(2, f"{parser.prog}: error: {message}\n")
+
+    parser.error = error
     d = DEFAULTS
     parser.add_argument("--out", default="out/egn_rl", help="output folder (CSV, JSON, PNG)")
     parser.add_argument(
