@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "train": "inna_jax.train._command",
     "egn": "inna_jax.reproduce.egn",
     "dynamics-ntk": "inna_jax.reproduce.hb_nag_ntk",
+    "egn-rl": "inna_jax.reproduce.egn_rl",
 }
 
 
