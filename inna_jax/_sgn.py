@@ -22,13 +22,14 @@ import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
 
-from inna_jax._egn import Direction
-from inna_jax._gauss_newton_losses import as_matrix, check_loss, loss_terms
-from inna_jax._gauss_newton_step import gauss_newton_transformation
-from inna_jax._ntk import PredictFn
+from inna_jax._gauss_newton_losses import as_matrix, check_loss, hessian_root, loss_terms
+from inna_jax._gauss_newton_step import Direction, _vdot, gauss_newton_transformation
+from inna_jax._jaxpr_layers import find_layers
+from inna_jax._ntk import PredictFn, check_implementation
+from inna_jax._ntk_layers import flatten, layerwise_jacobian, unflatten
 
 
-def _sgn_direction(
+def _sgn_direction_linearized(
     predict_fn: PredictFn,
     params: Any,
     inputs: jax.Array,
@@ -38,26 +39,91 @@ def _sgn_direction(
     loss: str,
     cg_iterations: int,
 ) -> Direction:
+    """SGN with JVPs and VJPs of the linearized batch model (no layer structure)."""
     outputs, f_jvp = jax.linearize(lambda p: predict_fn(p, inputs), params)
     f_vjp = jax.linear_transpose(f_jvp, params)
     out2d, tgt = as_matrix(outputs, targets, loss)
     terms = loss_terms(out2d, tgt, loss)
     b = out2d.shape[0]
+    dtype = out2d.dtype
     s = terms.sqrt_hessian
-    lam = jnp.asarray(regularizer, out2d.dtype)
+    lam = jnp.asarray(regularizer, dtype)
     (gradient,) = f_vjp((terms.residual / b).reshape(outputs.shape))
 
+    def root_jvp(t):  # S^T J t, (b, m)
+        return jnp.einsum("iak,ia->ik", s, f_jvp(t).reshape(out2d.shape))
+
     def gn_vector_product(v):
-        jv = f_jvp(v).reshape(out2d.shape)
-        qjv = jnp.einsum("iac,ibc,ib->ia", s, s, jv) / b
-        (jtqjv,) = f_vjp(qjv.reshape(outputs.shape))
+        u = root_jvp(v) / b
+        (jtqjv,) = f_vjp(jnp.einsum("iak,ik->ia", s, u).reshape(outputs.shape))
         return jax.tree.map(lambda x, y: x + lam.astype(x.dtype) * y, jtqjv, v)
 
     minus_g = jax.tree.map(jnp.negative, gradient)
     direction, _ = jax.scipy.sparse.linalg.cg(
         gn_vector_product, minus_g, tol=0.0, atol=0.0, maxiter=cg_iterations
     )
-    return Direction(direction, gradient, jnp.mean(terms.loss))
+    # the mean eigenvalue of J^T Q J / b, from the first CG product: g^T (J^T Q J / b) g / g^T g
+    # is a Rayleigh quotient, not the trace; the trace needs the per-example Jacobian rows
+    return Direction(
+        direction=direction,
+        loss=jnp.mean(terms.loss),
+        slope=_vdot(gradient, direction, dtype),
+        root_jd=None,
+        batch=b,
+        gradient_fn=lambda: gradient,
+        root_jvp=root_jvp,
+        gram_scale=jnp.zeros((), dtype),
+    )
+
+
+def _sgn_direction_layerwise(
+    predict_fn: PredictFn,
+    params: Any,
+    inputs: jax.Array,
+    targets: jax.Array,
+    regularizer: ArrayLike,
+    *,
+    loss: str,
+    cg_iterations: int,
+    implementation: str,
+) -> Direction:
+    """SGN with the per-layer inputs and cotangents of one pass (:math:`S^\\top Jv`,
+    :math:`J^\\top S u` from them)."""
+    model = find_layers(predict_fn, params, inputs)
+    c = model.num_outputs
+    reduced = loss == "cross_entropy" and c >= 2
+
+    def columns_fn(out):
+        return hessian_root(out[None, :], loss, reduced=reduced)[0]
+
+    lj = layerwise_jacobian(
+        predict_fn, params, inputs, columns_fn, implementation=implementation, model=model
+    )
+    out2d, tgt = as_matrix(lj.outputs, targets, loss)
+    terms = loss_terms(out2d, tgt, loss, reduced=reduced)
+    b, m = terms.root_residual.shape
+    dtype = lj.dtype
+    lam = jnp.asarray(regularizer, dtype)
+    (gradient,) = lj.vjp((terms.root_residual.astype(dtype) / b)[None])
+
+    def gn_vector_product(v):
+        (jtqjv,) = lj.vjp((lj.jvp(v) / b)[None])
+        return [x + lam.astype(x.dtype) * y for x, y in zip(jtqjv, v, strict=True)]
+
+    minus_g = [-x for x in gradient]
+    direction, _ = jax.scipy.sparse.linalg.cg(
+        gn_vector_product, minus_g, tol=0.0, atol=0.0, maxiter=cg_iterations
+    )
+    return Direction(
+        direction=unflatten(model, direction),
+        loss=jnp.mean(terms.loss),
+        slope=_vdot(gradient, direction, dtype),
+        root_jd=None,
+        batch=b,
+        gradient_fn=lambda: unflatten(model, gradient),
+        root_jvp=lambda t: lj.jvp(flatten(model, t)),
+        gram_scale=jnp.sum(lj.gram_diagonal()) / (b * b * m),
+    )
 
 
 def sgn(
@@ -67,6 +133,7 @@ def sgn(
     regularizer: ArrayLike = 1e-3,
     *,
     cg_iterations: int = 10,
+    implementation: str = "auto",
     line_search: bool = True,
     adaptive_regularization: bool = False,
     momentum: ArrayLike = 0.0,
@@ -74,6 +141,8 @@ def sgn(
     armijo_decrease: ArrayLike = 0.8,
     armijo_increase: ArrayLike = 1.5,
     armijo_max_trials: int = 15,
+    lm_rule: str = "relative",
+    lm_floor: ArrayLike = 10.0,
     lm_thresholds: tuple[float, float] = (0.25, 0.75),
     lm_increase: ArrayLike = 1.5,
     lm_decrease: ArrayLike = 0.5,
@@ -133,9 +202,28 @@ def sgn(
     if int(cg_iterations) != cg_iterations or cg_iterations < 1:
         raise ValueError(f"cg_iterations must be an integer >= 1, got {cg_iterations!r}")
 
+    check_implementation(implementation, None)
+
     def direction_fn(params, inputs, targets, lam):
-        return _sgn_direction(
-            predict_fn, params, inputs, targets, lam, loss=loss, cg_iterations=int(cg_iterations)
+        if implementation == "matrix_free":
+            return _sgn_direction_linearized(
+                predict_fn,
+                params,
+                inputs,
+                targets,
+                lam,
+                loss=loss,
+                cg_iterations=int(cg_iterations),
+            )
+        return _sgn_direction_layerwise(
+            predict_fn,
+            params,
+            inputs,
+            targets,
+            lam,
+            loss=loss,
+            cg_iterations=int(cg_iterations),
+            implementation=implementation,
         )
 
     return gauss_newton_transformation(
@@ -151,6 +239,8 @@ def sgn(
         armijo_decrease=armijo_decrease,
         armijo_increase=armijo_increase,
         armijo_max_trials=armijo_max_trials,
+        lm_rule=lm_rule,
+        lm_floor=lm_floor,
         lm_thresholds=lm_thresholds,
         lm_increase=lm_increase,
         lm_decrease=lm_decrease,
