@@ -16,9 +16,16 @@ needs only a :math:`bC \times bC` solve (Duncan-Guttman / Woodbury identity). Wi
 
     (SS^\top K + \mu I)^{-1} S w = S (S^\top K S + \mu I)^{-1} w ,
 
-because :math:`(SS^\top K + \mu I) S = S (S^\top K S + \mu I)`. The matrix
-:math:`M = S^\top K S + \mu I` is symmetric positive definite, so the solve is one Cholesky
-factorization, and the direction is :math:`d = -J^\top S M^{-1} w`, one VJP.
+because :math:`(SS^\top K + \mu I) S = S (S^\top K S + \mu I)` (also for a rectangular
+:math:`S`: cross-entropy uses a :math:`C \times (C-1)` root, since :math:`Q` has rank
+:math:`C - 1`). The matrix :math:`M = S^\top K S + \mu I` is symmetric positive definite, so
+the solve is one Cholesky factorization, and the direction is :math:`d = -J^\top S M^{-1} w`.
+
+By default :math:`S^\top K S` is built layer by layer from one forward pass and one VJP whose
+cotangents are the columns of each :math:`S_i` (see :func:`inna_jax.ntk_gram`), and the same
+layer inputs and cotangents give :math:`J^\top S v` for the direction (and the gradient when
+it is needed): no second backward pass. The slope :math:`g^\top d = -w^\top (S^\top K S) v / b`
+and :math:`S^\top J d = -(S^\top K S) v` follow in batch space.
 """
 
 from __future__ import annotations

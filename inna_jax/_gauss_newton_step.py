@@ -3,8 +3,9 @@ r"""The step logic shared by the Gauss-Newton optimizers (EGN and SGN).
 Given a direction :math:`d_k` (from a batch-space or a conjugate-gradient solve), one step is:
 bias-corrected momentum on the direction, an optional Armijo line search on the batch, and an
 optional Levenberg-Marquardt update of the regularizer :math:`\lambda` from the ratio of the
-actual to the predicted decrease. Every hyperparameter value may be traced; only the
-switches (``line_search``, ``adaptive_regularization``) and the trial count are static.
+actual to the predicted decrease. A batch whose loss or direction is not finite changes
+nothing. Every hyperparameter value may be traced; only the switches (``line_search``,
+``adaptive_regularization``, ``lm_rule``) and the trial count are static.
 """
 
 from __future__ import annotations
@@ -56,11 +57,15 @@ class GaussNewtonState(NamedTuple):
     The momentum is the moving average :math:`m_k = \beta m_{k-1} + (1-\beta) d_k` of the
     Gauss-Newton directions; the step taken is :math:`\alpha_k m_k / (1 - \beta^k)`.
 
+    A batch whose loss or direction is not finite leaves every field as it was.
+
     Attributes:
-        count: number of updates applied so far (int32).
+        count: number of batches with a finite direction so far (int32); it indexes the
+            learning-rate schedule and the bias correction.
         step_size: the last step :math:`\alpha_k` taken (the line search starts from it).
         regularizer: the :math:`\lambda` of the next solve (moves only when adaptive).
-        momentum: the moving average :math:`m_k` of the directions, a pytree like params.
+        momentum: the moving average :math:`m_k` of the directions, a pytree like params
+            (stays zero when ``momentum=0`` is given as a Python number).
 
     Example:
         >>> import jax.numpy as jnp

@@ -6,7 +6,8 @@ convolution's output) and output cotangent :math:`\delta_{iks} = \partial (S^\to
 \partial y_{is}` (column :math:`k` of the cotangent matrix :math:`S_i`), the gradient of
 :math:`(S_i^\top f(x_i))_k` with respect to the weight is
 :math:`\sum_s a_{is} \otimes \delta_{iks}` (Goodfellow 2015; Novak et al. 2022, "structured
-derivatives"). So the layer's share of :math:`K = (JS)^\top... ` is
+derivatives"). So the layer's share of :math:`S^\top K S = (S^\top J)(S^\top J)^\top`
+(:math:`S` block-diagonal, :math:`S = I` for :func:`inna_jax.ntk_gram`) is
 
 .. math::
 
