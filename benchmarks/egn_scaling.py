@@ -304,6 +304,20 @@ def _run(args: argparse.Namespace) -> None:
                 continue
             seen.add(key)
             print(f"\n{row['problem']}\n{row['plan']}")
+    if args.plans:
+        print("\nper-layer choices of 'auto' for the models of inna_jax.models (b = 32,")
+        print("cross-entropy, m = C - 1 columns; traced on abstract arrays, nothing is run):")
+        for title, make, shape in _model_zoo():
+            graphdef, params = nnx.split(make(), nnx.Param)
+            abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), params)
+            x = jax.ShapeDtypeStruct((32, *shape), jnp.float32)
+
+            def predict(p, xx, g=graphdef):
+                return nnx.merge(g, p)(xx)
+
+            out = jax.eval_shape(predict, abstract, x)
+            plan = inna_jax.ntk_plan(predict, abstract, x, columns=out.shape[1] - 1)
+            print(f"\n{title}\n{plan}")
     if skipped:
         print("\nskipped:")
         for line in skipped:
@@ -311,6 +325,17 @@ def _run(args: argparse.Namespace) -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"rows": rows, "skipped": skipped}, f, indent=2)
+
+
+def _model_zoo():
+    """(title, constructor, input shape) of the package's models, as the reproductions use them."""
+    from inna_jax.models import MLP, NiN, SmallCNN
+
+    return [
+        ("MLP 64-32-64-32-10 (digits)", lambda: MLP(64, (32, 64, 32), 10, rngs=nnx.Rngs(0)), (64,)),
+        ("SmallCNN 8x8x1 -> 10 (digits)", lambda: SmallCNN((8, 8, 1), 10, rngs=nnx.Rngs(0)), (64,)),
+        ("NiN 32x32x3 -> 100 (CIFAR-100)", lambda: NiN(100, rngs=nnx.Rngs(0)), (32, 32, 3)),
+    ]
 
 
 def _p_target(row: dict, args: argparse.Namespace) -> float:

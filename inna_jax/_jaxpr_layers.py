@@ -606,6 +606,7 @@ def find_layers(predict_fn: Callable, params: Any, inputs: Any) -> ModelLayers:
         layer.name = f"{layer.name} + {names[leaf]}"
         placed.add(leaf)
 
+    layers.sort(key=lambda layer: layer.path)  # program order
     fallback = [
         i
         for i, aval in enumerate(param_avals)
