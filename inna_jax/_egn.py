@@ -395,12 +395,13 @@ def egn(
 
     **Data parallelism.** Under ``jax.jit`` with the batch split over a mesh axis and the
     parameters replicated (``inna_jax.train.fit(..., mesh=data_mesh(n), extra_args=True)``),
-    each device runs the forward pass and the VJP of its examples. Per step, XLA all-gathers
-    each layer's inputs and cotangents (:math:`b(D+1)` and :math:`bmF` numbers for a dense
-    layer of :math:`D` inputs and :math:`F` outputs, the patches for a convolution) and the
-    rows of the :math:`bm \times bm` matrix :math:`S^\top K S` that each device computed,
-    factors the (replicated) system on every device, and all-reduces the direction's
-    per-layer sums over the batch (:math:`P` numbers, as the gradient of data-parallel SGD)
+    each device runs the forward pass and the VJP of its examples. Per step, XLA (jax 0.10)
+    all-gathers, per layer, the inputs and cotangents (:math:`b(D+1)` and :math:`bmF` numbers
+    for a dense layer of :math:`D` inputs and :math:`F` outputs) or, for a layer evaluated
+    through its Jacobian (``ntk_plan``), its :math:`bm \times (D+1)F` Jacobian rows; then the
+    rows of the :math:`bm \times bm` matrix :math:`S^\top K S` that each device computed; it
+    factors the (replicated) system on every device and all-reduces the direction's per-layer
+    sums over the batch (:math:`P` numbers, as the gradient of data-parallel SGD)
     with a few scalars. The result equals one device's up to the order of additions.
 
     ``learning_rate``, ``regularizer``, ``momentum``, ``lm_floor`` and the Armijo and LM
