@@ -114,6 +114,9 @@ def _direction_layerwise(
     model = find_layers(predict_fn, params, inputs)
     c = model.num_outputs
     reduced = _REDUCED_ROOT and loss == "cross_entropy" and c >= 2
+    b = jax.tree.leaves(inputs)[0].shape[0]
+    # shapes and (concrete) labels are checked before the pass
+    as_matrix(jnp.zeros((b, *model.output_shape), model.output_dtype), targets, loss)
 
     def columns_fn(out):
         return hessian_root(out[None, :], loss, reduced=reduced)[0]
@@ -129,7 +132,7 @@ def _direction_layerwise(
     )
     out2d, tgt = as_matrix(lj.outputs, targets, loss)
     terms = loss_terms(out2d, tgt, loss, reduced=reduced)
-    b, m = terms.root_residual.shape
+    m = terms.root_residual.shape[1]
     dtype = lj.dtype
     w = terms.root_residual.reshape(-1).astype(dtype)
     mu = b * jnp.asarray(regularizer, dtype)

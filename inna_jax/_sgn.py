@@ -97,6 +97,8 @@ def _sgn_direction_layerwise(
     model = find_layers(predict_fn, params, inputs)
     c = model.num_outputs
     reduced = loss == "cross_entropy" and c >= 2
+    b = jax.tree.leaves(inputs)[0].shape[0]
+    as_matrix(jnp.zeros((b, *model.output_shape), model.output_dtype), targets, loss)
 
     def columns_fn(out):
         return hessian_root(out[None, :], loss, reduced=reduced)[0]
@@ -106,7 +108,7 @@ def _sgn_direction_layerwise(
     )
     out2d, tgt = as_matrix(lj.outputs, targets, loss)
     terms = loss_terms(out2d, tgt, loss, reduced=reduced)
-    b, m = terms.root_residual.shape
+    m = terms.root_residual.shape[1]
     dtype = lj.dtype
     lam = jnp.asarray(regularizer, dtype)
     (gradient,) = lj.vjp((terms.root_residual.astype(dtype) / b)[None])
