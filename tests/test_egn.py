@@ -571,3 +571,32 @@ def test_cross_entropy_labels_are_checked():
     u, new_state = jax.jit(tx.update)(None, state, params, inputs=x, targets=y.at[0].set(7))
     assert all(np.all(np.asarray(a) == 0) for a in jax.tree.leaves(u))
     assert int(new_state.count) == 0
+
+
+def test_vmapped_runs_equal_separate_runs():
+    """Whole EGN runs vmapped over learning rates and initial weights (line search, LM,
+    momentum: every branch of the step is traced once)."""
+    fn, params, x, y, _ = _problem("cross_entropy", 8, seed=6)
+    make = optax.inject_hyperparams(
+        inna_jax.egn,
+        static_args=("predict_fn", "loss", "line_search", "adaptive_regularization"),
+    )
+    tx = make(fn, "cross_entropy", 1.0, 0.5, line_search=True, adaptive_regularization=True,
+              momentum=0.3)  # fmt: skip
+
+    def run(lr, p):
+        state = tx.init(p)
+        state.hyperparams["learning_rate"] = lr
+        for _ in range(3):
+            u, state = tx.update(None, state, p, inputs=x, targets=y)
+            p = optax.apply_updates(p, u)
+        return p
+
+    lrs = jnp.array([0.4, 1.0])
+    starts = jax.tree.map(lambda a: jnp.stack([a, 0.9 * a]), params)
+    together = jax.jit(jax.vmap(run))(lrs, starts)
+    for r in range(2):
+        alone = jax.jit(run)(lrs[r], jax.tree.map(lambda a, r=r: a[r], starts))
+        np.testing.assert_allclose(
+            _flat(jax.tree.map(lambda a, r=r: a[r], together)), _flat(alone), rtol=1e-10
+        )
