@@ -250,7 +250,8 @@ class NTKPlan:
         )
         lines = [
             f"NTK plan: batch b={self.batch}, m={self.columns} columns per example, "
-            f"implementation={self.implementation!r} (costs in million multiply-adds)",
+            f"implementation={self.implementation!r} (costs: million multiply-adds, weighted as in "
+            "ntk_plan)",
             head,
             "-" * len(head),
         ]
@@ -288,9 +289,12 @@ def ntk_plan(
         \;\;(G\,(b^2D + n^2F) \text{ if } S = 1), \qquad
         \text{jacobian: } G\,(nSDF + n^2DF).
 
-    ``"auto"`` takes the cheaper one. A weight used several times always gets its Jacobian
-    (the sum over its uses), and every other parameter is a "per-leaf Jacobian" row, with
-    cost :math:`n^2 P_{leaf}`.
+    With several positions (:math:`S > 1`) the two batched contractions of the structured form
+    (:math:`bnS^2F` and :math:`n^2SF`) count 8 times their multiply-adds: their small inner
+    or outer dimensions ran 8 to 15 times slower per multiply-add than a large matrix
+    product on XLA:CPU. ``"auto"`` takes the cheaper one. A weight used several times always
+    gets its Jacobian (the sum over its uses), and every other parameter is a "per-leaf
+    Jacobian" row, with cost :math:`n^2 P_{leaf}`.
 
     Args:
         predict_fn: as for :func:`ntk_gram`.
