@@ -12,7 +12,10 @@ from inna_jax._inna import inna_psi0 as inna_psi0
 from inna_jax._inna import inna_step as inna_step
 from inna_jax._inna import transform as transform
 from inna_jax._innaprop import innaprop as innaprop
+from inna_jax._ntk import NTKPlan as NTKPlan
+from inna_jax._ntk import NTKPlanRow as NTKPlanRow
 from inna_jax._ntk import ntk_gram as ntk_gram
+from inna_jax._ntk import ntk_plan as ntk_plan
 from inna_jax._scale_by_inna import InnaState as InnaState
 from inna_jax._scale_by_inna import scale_by_inna as scale_by_inna
 from inna_jax._schedules import power_decay as power_decay
@@ -23,6 +26,8 @@ __version__ = "0.1.0"
 __all__ = [
     "GaussNewtonState",
     "InnaState",
+    "NTKPlan",
+    "NTKPlanRow",
     "dynamics",
     "egn",
     "egn_direction",
@@ -31,6 +36,7 @@ __all__ = [
     "inna_step",
     "innaprop",
     "ntk_gram",
+    "ntk_plan",
     "power_decay",
     "scale_by_inna",
     "sgn",

@@ -3,12 +3,14 @@ r"""The step logic shared by the Gauss-Newton optimizers (EGN and SGN).
 Given a direction :math:`d_k` (from a batch-space or a conjugate-gradient solve), one step is:
 bias-corrected momentum on the direction, an optional Armijo line search on the batch, and an
 optional Levenberg-Marquardt update of the regularizer :math:`\lambda` from the ratio of the
-actual to the predicted decrease. Every hyperparameter value may be traced; only the
-switches (``line_search``, ``adaptive_regularization``) and the trial count are static.
+actual to the predicted decrease. A batch whose loss or direction is not finite changes
+nothing. Every hyperparameter value may be traced; only the switches (``line_search``,
+``adaptive_regularization``, ``lm_rule``) and the trial count are static.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -17,8 +19,36 @@ import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
 
-from inna_jax._gauss_newton_losses import as_matrix, loss_terms, mean_loss
+from inna_jax._gauss_newton_losses import as_matrix, mean_loss
 from inna_jax._validation import check_nonnegative, check_positive, concrete_float
+
+LM_RULES = ("relative", "reference")
+
+
+@dataclasses.dataclass(eq=False)
+class Direction:
+    """A Gauss-Newton direction and what the step logic reuses (lives inside one trace).
+
+    Attributes:
+        direction: :math:`d`, a pytree like params.
+        loss: :math:`L(\\theta)` on the batch.
+        slope: :math:`g^\\top d`.
+        root_jd: :math:`S^\\top J d`, ``(b, m)``, or ``None`` if not known.
+        batch: :math:`b`.
+        gradient_fn: returns :math:`g = (1/b) J^\\top r'` (a pytree), computed on demand.
+        root_jvp: :math:`v \\mapsto S^\\top J v` (``(b, m)``).
+        gram_scale: the mean eigenvalue :math:`\\operatorname{tr}(S^\\top K S)/(b\\,bm)` of
+            :math:`J^\\top QJ/b` on its range (the scale of the curvature).
+    """
+
+    direction: Any
+    loss: jax.Array
+    slope: jax.Array
+    root_jd: jax.Array | None
+    batch: int
+    gradient_fn: Callable[[], Any]
+    root_jvp: Callable[[Any], jax.Array]
+    gram_scale: jax.Array
 
 
 class GaussNewtonState(NamedTuple):
@@ -27,11 +57,15 @@ class GaussNewtonState(NamedTuple):
     The momentum is the moving average :math:`m_k = \beta m_{k-1} + (1-\beta) d_k` of the
     Gauss-Newton directions; the step taken is :math:`\alpha_k m_k / (1 - \beta^k)`.
 
+    A batch whose loss or direction is not finite leaves every field as it was.
+
     Attributes:
-        count: number of updates applied so far (int32).
+        count: number of batches with a finite direction so far (int32); it indexes the
+            learning-rate schedule and the bias correction.
         step_size: the last step :math:`\alpha_k` taken (the line search starts from it).
         regularizer: the :math:`\lambda` of the next solve (moves only when adaptive).
-        momentum: the moving average :math:`m_k` of the directions, a pytree like params.
+        momentum: the moving average :math:`m_k` of the directions, a pytree like params
+            (stays zero when ``momentum=0`` is given as a Python number).
 
     Example:
         >>> import jax.numpy as jnp
@@ -103,18 +137,40 @@ def check_hyperparameters(
         raise ValueError(f"lm_bounds must satisfy 0 < min <= max, got {lm_bounds!r}")
 
 
+def check_lm_rule(lm_rule: str) -> None:
+    """Raises ``ValueError`` unless ``lm_rule`` is one of :data:`LM_RULES`."""
+    if lm_rule not in LM_RULES:
+        raise ValueError(
+            f"unknown lm_rule {lm_rule!r}; expected one of {', '.join(map(repr, LM_RULES))}"
+        )
+
+
 def _float_dtype(params: Any) -> jnp.dtype:
-    leaves = [x for x in jax.tree.leaves(params) if jnp.issubdtype(x.dtype, jnp.floating)]
-    return jnp.result_type(*leaves) if leaves else jnp.float32
+    """The dtype of the step size and regularizer: the floats of ``params`` promoted (the
+    standard promotion, also under strict dtype promotion: bf16 and f32 give f32)."""
+    dtypes = [x.dtype for x in jax.tree.leaves(params) if jnp.issubdtype(x.dtype, jnp.floating)]
+    if not dtypes:
+        return jnp.dtype(jnp.float32)
+    with jax.numpy_dtype_promotion("standard"):
+        return jnp.dtype(jnp.result_type(*dtypes))
+
+
+def _vdot(x: Any, y: Any, dtype: Any) -> jax.Array:
+    """``sum(x * y)`` over the leaves, accumulated in ``dtype``."""
+    parts = [
+        jnp.vdot(a.astype(dtype), b.astype(dtype))
+        for a, b in zip(jax.tree.leaves(x), jax.tree.leaves(y), strict=True)
+    ]
+    return sum(parts, jnp.zeros([], dtype))
 
 
 def _axpy(alpha: jax.Array, x: Any, y: Any) -> Any:
     """``y + alpha * x`` leaf by leaf, in each leaf of ``y``'s dtype."""
-    return jax.tree.map(lambda xi, yi: (yi + alpha * xi).astype(yi.dtype), x, y)
+    return jax.tree.map(lambda xi, yi: yi + alpha.astype(yi.dtype) * xi.astype(yi.dtype), x, y)
 
 
 def gauss_newton_transformation(
-    direction_fn: Callable[..., Any],
+    direction_fn: Callable[..., Direction],
     predict_fn: Callable[[Any, jax.Array], jax.Array],
     *,
     loss: str,
@@ -127,6 +183,8 @@ def gauss_newton_transformation(
     armijo_decrease: ArrayLike,
     armijo_increase: ArrayLike,
     armijo_max_trials: int,
+    lm_rule: str,
+    lm_floor: ArrayLike,
     lm_thresholds: tuple[float, float],
     lm_increase: ArrayLike,
     lm_decrease: ArrayLike,
@@ -135,8 +193,7 @@ def gauss_newton_transformation(
 ) -> optax.GradientTransformationExtraArgs:
     """An optax transformation around ``direction_fn(params, inputs, targets, lam)``.
 
-    ``direction_fn`` returns an object with fields ``direction``, ``gradient`` (of the batch
-    loss :math:`(1/b)\\sum_i\\ell_i`) and ``loss``. See :func:`inna_jax.egn` for the step.
+    See :func:`inna_jax.egn` for the step.
     """
     check_hyperparameters(
         learning_rate=learning_rate,
@@ -151,7 +208,12 @@ def gauss_newton_transformation(
         lm_decrease=lm_decrease,
         lm_bounds=lm_bounds,
     )
+    check_lm_rule(lm_rule)
+    check_nonnegative("lm_floor", lm_floor)
     schedule = learning_rate if callable(learning_rate) else (lambda _: learning_rate)
+    # momentum = 0 known in Python: the direction is d_k itself, and the slope and curvature
+    # of the step come from the batch-space solve (no pass over the parameters)
+    plain = concrete_float(momentum) == 0.0
 
     def init_fn(params: optax.Params) -> GaussNewtonState:
         dtype = _float_dtype(params)
@@ -173,24 +235,34 @@ def gauss_newton_transformation(
         lam = state.regularizer if adaptive_regularization else jnp.asarray(regularizer, dtype)
         out = direction_fn(params, inputs, targets, lam)
         loss0 = out.loss.astype(dtype)
+        # a batch whose loss or direction is not finite leaves the state as it is
+        batch_ok = jnp.isfinite(loss0) & jnp.isfinite(out.slope)
+        count = jnp.where(batch_ok, optax.safe_int32_increment(state.count), state.count)
 
-        beta = jnp.asarray(momentum, dtype)
-        count = optax.safe_int32_increment(state.count)
-        new_momentum = jax.tree.map(
-            lambda m, d: (beta * m + (1 - beta) * d).astype(m.dtype), state.momentum, out.direction
-        )
-        correction = 1 - beta ** count.astype(dtype)
-        direction = jax.tree.map(lambda m: m / correction.astype(m.dtype), new_momentum)
-        slope = optax.tree.vdot(out.gradient, direction).astype(dtype)
-        # safeguard: a non-finite direction (or line-search loss) gives no step at all
-        finite = jnp.isfinite(slope)
+        if plain:
+            direction = out.direction
+            new_momentum = state.momentum
+            slope = out.slope.astype(dtype)
+            root_jd = out.root_jd
+        else:
+            beta = jnp.asarray(momentum, dtype)
+            new_momentum = jax.tree.map(
+                lambda m, d: jnp.where(
+                    batch_ok, beta.astype(m.dtype) * m + (1 - beta).astype(m.dtype) * d, m
+                ).astype(m.dtype),
+                state.momentum,
+                out.direction,
+            )
+            correction = jnp.where(count > 0, 1 - beta ** count.astype(dtype), 1)
+            direction = jax.tree.map(lambda m: m / correction.astype(m.dtype), new_momentum)
+            slope = _vdot(out.gradient_fn(), direction, dtype)
+            root_jd = None
+        finite = batch_ok & jnp.isfinite(slope)
         lr = jnp.asarray(schedule(state.count), dtype)
 
         def loss_at(alpha):
-            return mean_loss(
-                *as_matrix(predict_fn(_axpy(alpha, direction, params), inputs), targets, loss),
-                loss,
-            ).astype(dtype)
+            outputs = predict_fn(_axpy(alpha, direction, params), inputs)
+            return mean_loss(*as_matrix(outputs, targets, loss), loss).astype(dtype)
 
         if line_search:
             c = jnp.asarray(armijo_c, dtype)
@@ -208,34 +280,40 @@ def gauss_newton_transformation(
                 return alpha, trials + 1, loss_at(alpha)
 
             alpha, _, new_loss = jax.lax.while_loop(cond, body, (alpha0, 1, loss_at(alpha0)))
-            finite = finite & jnp.isfinite(new_loss)
         else:
             alpha = lr
-            new_loss = loss_at(alpha) if adaptive_regularization else None
+            new_loss = loss_at(alpha) if adaptive_regularization else loss0
+        step_ok = finite & jnp.isfinite(new_loss)
 
         if adaptive_regularization:
-            outputs, jv = jax.jvp(lambda p: predict_fn(p, inputs), (params,), (direction,))
-            out2d, tgt = as_matrix(outputs, targets, loss)
-            s = loss_terms(out2d, tgt, loss).sqrt_hessian
-            sjv = jnp.einsum("iac,ia->ic", s, jv.reshape(out2d.shape))
-            curvature = jnp.sum(sjv**2) / out2d.shape[0]  # d^T (J^T Q J / b) d
-            predicted = -(alpha * slope + 0.5 * alpha**2 * curvature.astype(dtype))
+            if root_jd is None:
+                root_jd = out.root_jvp(direction)
+            # d^T (J^T Q J / b) d = |S^T J d|^2 / b
+            curvature = (jnp.sum(root_jd.astype(dtype) ** 2) / out.batch).astype(dtype)
+            predicted = -(alpha * slope + 0.5 * alpha**2 * curvature)
             actual = loss0 - new_loss
-            valid = (predicted > 0) & jnp.isfinite(actual) & finite
+            valid = (predicted > 0) & step_ok
             rho = jnp.where(valid, actual / jnp.where(valid, predicted, 1), 0)
-            low, high = lm_thresholds
-            factor = jnp.where(
-                rho < low,
-                jnp.asarray(lm_increase, dtype),
-                jnp.where(rho > high, jnp.asarray(lm_decrease, dtype), jnp.ones([], dtype)),
+            new_lam = _lm_update(
+                lam,
+                rho,
+                rule=lm_rule,
+                floor=jnp.asarray(lm_floor, dtype) * lr * out.gram_scale.astype(dtype),
+                thresholds=lm_thresholds,
+                increase=jnp.asarray(lm_increase, dtype),
+                decrease=jnp.asarray(lm_decrease, dtype),
+                bounds=lm_bounds,
             )
-            new_lam = jnp.clip(lam * factor, lm_bounds[0], lm_bounds[1]).astype(dtype)
+            # a non-finite batch tells nothing about the model: lambda stays
+            new_lam = jnp.where(batch_ok, new_lam, lam).astype(dtype)
         else:
             new_lam = state.regularizer
 
-        alpha = jnp.where(finite, alpha, jnp.zeros_like(alpha))
+        alpha = jnp.where(step_ok, alpha, jnp.zeros_like(alpha))
         step = jax.tree.map(
-            lambda d, p: jnp.where(finite, alpha * d, 0).astype(p.dtype), direction, params
+            lambda d, p: jnp.where(step_ok, alpha.astype(d.dtype) * d, 0).astype(p.dtype),
+            direction,
+            params,
         )
         return step, GaussNewtonState(
             count=count,
@@ -245,3 +323,15 @@ def gauss_newton_transformation(
         )
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _lm_update(lam, rho, *, rule, floor, thresholds, increase, decrease, bounds):
+    """The Levenberg-Marquardt update of lambda from the ratio rho (see :func:`inna_jax.egn`)."""
+    low, high = thresholds
+    factor = jnp.where(
+        rho < low, increase, jnp.where(rho > high, decrease, jnp.ones_like(increase))
+    )
+    new = lam * factor
+    if rule == "relative":
+        new = jnp.maximum(new, floor)
+    return jnp.clip(new, bounds[0], bounds[1])

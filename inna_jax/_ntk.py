@@ -10,15 +10,31 @@ is :math:`K = J J^\top`, with blocks :math:`K_{(i,c),(j,d)} = \langle \nabla_\th
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-IMPLEMENTATIONS = ("jacobian", "matrix_free")
+from inna_jax._jaxpr_layers import find_layers
+from inna_jax._ntk_layers import choose, layer_costs, layerwise_jacobian
+
+IMPLEMENTATIONS = ("auto", "structured", "jacobian", "matrix_free")
 
 PredictFn = Callable[[Any, jax.Array], jax.Array]
+
+
+def check_implementation(implementation: str, chunk_size: int | None) -> None:
+    """Raises ``ValueError`` for an unknown implementation or a ``chunk_size`` < 1."""
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(
+            f"unknown implementation {implementation!r}; expected one of "
+            f"{', '.join(map(repr, IMPLEMENTATIONS))}"
+        )
+    if chunk_size is not None and int(chunk_size) < 1:
+        raise ValueError(f"chunk_size must be None or an integer >= 1, got {chunk_size!r}")
 
 
 def _check_outputs(outputs: jax.Array) -> None:
@@ -28,27 +44,22 @@ def _check_outputs(outputs: jax.Array) -> None:
         )
 
 
-def _gram_jacobian(predict_fn: PredictFn, params: Any, inputs: jax.Array) -> jax.Array:
-    """``J J^T`` from per-example Jacobians, ``vmap(jacrev)``, summed leaf by leaf."""
-    shape = jax.eval_shape(lambda p, x: predict_fn(p, x), params, inputs).shape
-    n = shape[0] * (1 if len(shape) == 1 else shape[1])
-    jac = jax.vmap(lambda x: jax.jacrev(lambda p: predict_fn(p, x[None])[0])(params))(inputs)
-    leaves = jax.tree.leaves(jac)
-    if not leaves:
-        raise ValueError("params has no array leaves: the NTK is undefined")
-    gram = jnp.zeros((n, n), leaves[0].dtype)
-    for leaf in leaves:
-        rows = leaf.reshape(n, -1)  # (b, [C,] *param_shape) -> (b*C, p_leaf)
-        gram = gram + rows @ rows.T
-    return gram
-
-
 def _gram_matrix_free(
     predict_fn: PredictFn, params: Any, inputs: jax.Array, chunk_size: int | None
 ) -> jax.Array:
     """``J J^T`` column by column, ``K e_j = J (J^T e_j)``, with a linearized model."""
-    outputs, f_jvp = jax.linearize(lambda p: predict_fn(p, inputs).reshape(-1), params)
-    f_vjp = jax.linear_transpose(f_jvp, params)
+    leaves, tree = jax.tree.flatten(params)
+    inexact = [i for i, x in enumerate(leaves) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+
+    def f(values):
+        full = list(leaves)
+        for i, x in zip(inexact, values, strict=True):
+            full[i] = x
+        return predict_fn(jax.tree.unflatten(tree, full), inputs).reshape(-1)
+
+    primals = [leaves[i] for i in inexact]
+    outputs, f_jvp = jax.linearize(f, primals)
+    f_vjp = jax.linear_transpose(f_jvp, primals)
     n = outputs.shape[0]
     eye = jnp.eye(n, dtype=outputs.dtype)
 
@@ -66,7 +77,7 @@ def ntk_gram(
     params: Any,
     inputs: jax.Array,
     *,
-    implementation: str = "jacobian",
+    implementation: str = "auto",
     chunk_size: int | None = None,
 ) -> jax.Array:
     r"""The empirical NTK Gram matrix :math:`K = J J^\top` of a batch.
@@ -77,30 +88,53 @@ def ntk_gram(
         \frac{\partial f_c(x_i, \theta)}{\partial \theta_p}
         \frac{\partial f_d(x_j, \theta)}{\partial \theta_p}
 
-    Two implementations give the same matrix:
+    The model's dense and convolution layers are found in its traced program (see
+    :func:`ntk_plan`). For a dense layer :math:`y = aW + b` with per-example input
+    :math:`a_i` and output cotangent :math:`\delta_{ic} = \partial f_c(x_i)/\partial y_i`, the
+    gradient of :math:`f_c(x_i)` is :math:`(a_i \otimes \delta_{ic}, \delta_{ic})`, so the layer
+    adds
 
-    * ``"jacobian"``: materialises the per-example Jacobians with ``vmap(jacrev)`` (memory
-      :math:`bCP`) and contracts them leaf by leaf. It assumes, as the per-example ``vmap``
-      does, that ``predict_fn`` treats examples independently (no batch statistics).
-      Fastest when :math:`bCP` fits in memory.
+    .. math::
+
+        K^{(l)} = \big[(AA^\top + 1) \otimes 1_{C\times C}\big] \odot \Delta\Delta^\top
+
+    (a convolution, or a dense layer applied at several positions :math:`s`, adds
+    :math:`\sum_{s,t}(a_{is}\cdot a_{jt} + 1)(\delta_{ics}\cdot\delta_{jdt})`). :math:`A` comes
+    from one forward pass and :math:`\Delta` from one VJP with ``C`` cotangent columns, taken
+    with respect to zero perturbations added to each layer's output. Parameters that are not a
+    dense or convolution weight or bias (normalisation scales, embeddings, a weight used in
+    another way) get their exact per-example Jacobian from the same VJP, so the result is
+    exact for every model.
+
+    * ``"auto"`` (default): per layer, the cheaper of the layer-wise form above and the
+      layer's Jacobian :math:`\sum_s a_{is}\otimes\delta_{ics}` followed by :math:`J_lJ_l^\top`
+      (:func:`ntk_plan` shows the choice and the costs).
+    * ``"structured"``: the layer-wise form for every layer.
+    * ``"jacobian"``: the per-layer Jacobian for every layer.
     * ``"matrix_free"``: linearizes the batch model once and builds column :math:`j` as
-      :math:`J(J^\top e_j)`, a VJP followed by a JVP. It never holds :math:`J`; ``chunk_size``
-      columns are computed at once (memory about ``chunk_size`` :math:`\times P`), all of
-      them when ``chunk_size`` is ``None``. Its cost is :math:`bC` VJP/JVP pairs over the
-      whole batch.
+      :math:`J(J^\top e_j)`, a VJP followed by a JVP. It never holds a Jacobian, needs no
+      layer structure and, unlike the others, does not assume that ``predict_fn`` treats
+      examples independently. ``chunk_size`` columns are computed at once.
+
+    The first three trace ``predict_fn`` on a single example and ``vmap`` over the batch, so
+    they assume that examples are independent (no batch statistics: a BatchNorm must be in
+    evaluation mode); there ``chunk_size`` is the number of examples per chunk of the pass
+    (``jax.lax.map``), all at once when ``None``.
 
     Args:
         predict_fn: ``predict_fn(params, x)`` returning outputs of shape ``(b,)`` or
             ``(b, C)``. For a Flax NNX model: ``graphdef, params = nnx.split(model,
             nnx.Param)`` and ``predict_fn = lambda p, x: nnx.merge(graphdef, p)(x)``.
         params: any pytree of arrays (the trained parameters).
-        inputs: a batch of ``b`` inputs, leading axis ``b``.
-        implementation: ``"jacobian"`` or ``"matrix_free"``.
-        chunk_size: columns per chunk of the matrix-free path (ignored by ``"jacobian"``).
+        inputs: a batch of ``b`` inputs, leading axis ``b`` (an array or a pytree of arrays).
+        implementation: ``"auto"``, ``"structured"``, ``"jacobian"`` or ``"matrix_free"``.
+        chunk_size: examples per chunk of the layer-wise pass, or columns per chunk of the
+            matrix-free one.
 
     Returns:
         The symmetric positive semi-definite ``(b, b)`` matrix for scalar outputs, or
-        ``(b*C, b*C)`` for ``C`` outputs, ordered example-major (row ``i*C + c``).
+        ``(b*C, b*C)`` for ``C`` outputs, ordered example-major (row ``i*C + c``), in the
+        dtype of the outputs.
 
     Raises:
         ValueError: for an unknown implementation, a ``chunk_size`` < 1 or outputs that are
@@ -118,16 +152,220 @@ def ntk_gram(
     References:
         Jacot, Gabriel, Hongler, "Neural Tangent Kernel", NeurIPS 2018.
         Novak, Sohl-Dickstein, Schoenholz, "Fast Finite Width Neural Tangent Kernel",
-        ICML 2022 (Jacobian contraction and the JVP/VJP "NTK-vector product" methods).
+        ICML 2022, Section 3 (structured derivatives; the JVP/VJP "NTK-vector products").
+        Goodfellow, "Efficient Per-Example Gradient Computations", arXiv:1510.01799 (2015).
     """
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(
-            f"unknown implementation {implementation!r}; expected one of "
-            f"{', '.join(map(repr, IMPLEMENTATIONS))}"
-        )
-    if chunk_size is not None and int(chunk_size) < 1:
-        raise ValueError(f"chunk_size must be None or an integer >= 1, got {chunk_size!r}")
+    check_implementation(implementation, chunk_size)
     _check_outputs(jax.eval_shape(lambda p, x: predict_fn(p, x), params, inputs))
-    if implementation == "jacobian":
-        return _gram_jacobian(predict_fn, params, inputs)
-    return _gram_matrix_free(predict_fn, params, inputs, chunk_size)
+    if implementation == "matrix_free":
+        return _gram_matrix_free(predict_fn, params, inputs, chunk_size)
+    return layerwise_jacobian(
+        predict_fn, params, inputs, implementation=implementation, chunk_size=chunk_size
+    ).gram()
+
+
+@dataclasses.dataclass(frozen=True)
+class NTKPlanRow:
+    r"""One row of :class:`NTKPlan`: a placed layer use, or a parameter with its own Jacobian.
+
+    For a layer, ``costs`` holds the multiply-adds of its two ways into the Gram matrix
+    (with :math:`n = bm`): ``"structured"`` :math:`G(b^2D + n^2F)` for one position,
+    ``"jacobian"`` :math:`G(nSDF + n^2DF)` (see :func:`ntk_plan`).
+
+    Attributes:
+        name: the parameter leaves (``"layers.0.kernel + layers.0.bias"``).
+        kind: ``"dense"``, ``"conv"`` or ``"per-leaf Jacobian"`` (a fallback leaf).
+        positions: :math:`S`, positions per example at which the weight is applied.
+        groups: :math:`G`, independent groups (dot batch axes, convolution feature groups).
+        features_in: :math:`D`, inputs per group and position (+1 with a merged bias).
+        features_out: :math:`F`, outputs per group and position.
+        parameters: the number of scalars of the row's leaves.
+        choice: ``"structured"``, ``"jacobian"`` or ``"per-leaf Jacobian"``.
+        costs: multiply-adds of each way, ``{"structured": ..., "jacobian": ...}``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import inna_jax
+        >>> params = {"w": jnp.zeros((3, 2)), "b": jnp.zeros(2)}
+        >>> predict = lambda p, x: x @ p["w"] + p["b"]
+        >>> row = inna_jax.ntk_plan(predict, params, jnp.zeros((4, 3))).rows[0]
+        >>> row.name, row.kind, row.features_in, row.features_out, row.parameters
+        ('w + b', 'dense', 4, 2, 8)
+        >>> row.costs["structured"] == 4 * 4 * 4 + 8 * 8 * 2  # b^2 D + n^2 F, n = b C
+        True
+
+    References:
+        Novak, Sohl-Dickstein, Schoenholz, "Fast Finite Width Neural Tangent Kernel",
+        ICML 2022, Section 3 and Table 1.
+    """
+
+    name: str
+    kind: str
+    positions: int
+    groups: int
+    features_in: int
+    features_out: int
+    parameters: int
+    choice: str
+    costs: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class NTKPlan:
+    r"""How :func:`ntk_gram` builds the Gram matrix of a model, layer by layer.
+
+    ``str(plan)`` is a table; :attr:`rows` holds the same as :class:`NTKPlanRow` records. The
+    Gram matrix is the sum of the rows' shares,
+    :math:`K = \sum_l K^{(l)} + \sum_{\text{leaves}} J_{leaf} J_{leaf}^\top`.
+
+    Attributes:
+        batch: :math:`b`.
+        columns: :math:`m`, cotangent columns per example (``C`` for :func:`ntk_gram`).
+        implementation: the requested implementation.
+        rows: one :class:`NTKPlanRow` per placed layer use, then one per fallback leaf.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import inna_jax
+        >>> params = {"w": jnp.zeros((3, 2)), "scale": jnp.ones(2)}
+        >>> predict = lambda p, x: (x @ p["w"]) * p["scale"]
+        >>> plan = inna_jax.ntk_plan(predict, params, jnp.zeros((4, 3)))
+        >>> [(row.name, row.choice) for row in plan.rows]
+        [('w', 'structured'), ('scale', 'per-leaf Jacobian')]
+
+    References:
+        Novak, Sohl-Dickstein, Schoenholz, "Fast Finite Width Neural Tangent Kernel",
+        ICML 2022, Section 3.
+    """
+
+    batch: int
+    columns: int
+    implementation: str
+    rows: tuple
+
+    def __str__(self) -> str:
+        head = (
+            f"{'layer':<36} {'kind':<17} {'S':>5} {'G':>3} {'D':>6} {'F':>5} "
+            f"{'params':>8}  {'choice':<17} {'structured':>10} {'jacobian':>10}"
+        )
+        lines = [
+            f"NTK plan: batch b={self.batch}, m={self.columns} columns per example, "
+            f"implementation={self.implementation!r} (costs: million multiply-adds, weighted as in "
+            "ntk_plan)",
+            head,
+            "-" * len(head),
+        ]
+        for r in self.rows:
+            costs = [
+                f"{r.costs[k] / 1e6:>10.1f}" if k in r.costs else f"{'-':>10}"
+                for k in ("structured", "jacobian")
+            ]
+            lines.append(
+                f"{r.name[:36]:<36} {r.kind:<17} {r.positions:>5} {r.groups:>3} "
+                f"{r.features_in:>6} {r.features_out:>5} {r.parameters:>8}  "
+                f"{r.choice:<17} {costs[0]} {costs[1]}"
+            )
+        return "\n".join(lines)
+
+
+def ntk_plan(
+    predict_fn: PredictFn,
+    params: Any,
+    inputs: jax.Array,
+    *,
+    implementation: str = "auto",
+    columns: int | None = None,
+) -> NTKPlan:
+    r"""Which layers :func:`ntk_gram` found in a model, and how it builds each one's share.
+
+    For every placed layer (a dense or convolution weight, with the bias added to its output)
+    it lists :math:`S` (positions), :math:`G` (groups), :math:`D` (inputs, +1 for the bias),
+    :math:`F` (outputs) and the multiply-adds of the two ways to add the layer to
+    :math:`K`, with :math:`n = bm`:
+
+    .. math::
+
+        \text{structured: } G\,(b^2 S^2 D + b\,n\,S^2 F + n^2 S F)
+        \;\;(G\,(b^2D + n^2F) \text{ if } S = 1), \qquad
+        \text{jacobian: } G\,(nSDF + n^2DF).
+
+    With several positions (:math:`S > 1`) the two batched contractions of the structured form
+    (:math:`bnS^2F` and :math:`n^2SF`) count 8 times their multiply-adds: their small inner
+    or outer dimensions ran 8 to 15 times slower per multiply-add than a large matrix
+    product on XLA:CPU. ``"auto"`` takes the cheaper one. A weight used several times always
+    gets its Jacobian (the sum over its uses), and every other parameter is a "per-leaf
+    Jacobian" row, with cost :math:`n^2 P_{leaf}`.
+
+    Args:
+        predict_fn: as for :func:`ntk_gram`.
+        params: the parameters (arrays or ``jax.ShapeDtypeStruct``).
+        inputs: a batch (arrays or ``jax.ShapeDtypeStruct``).
+        implementation: ``"auto"``, ``"structured"`` or ``"jacobian"``.
+        columns: cotangent columns per example, ``C`` by default (EGN with cross-entropy
+            uses ``C - 1``).
+
+    Returns:
+        An :class:`NTKPlan`; print it for a table.
+
+    Raises:
+        ValueError: for an unknown implementation or outputs of the wrong shape.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> import inna_jax
+        >>> from inna_jax.models import MLP
+        >>> graphdef, params = nnx.split(MLP(4, (8,), 3, rngs=nnx.Rngs(0)), nnx.Param)
+        >>> predict = lambda p, x: nnx.merge(graphdef, p)(x)
+        >>> plan = inna_jax.ntk_plan(predict, params, jnp.zeros((16, 4)))
+        >>> [(row.name, row.choice) for row in plan.rows][0]
+        ('layers.0.kernel + layers.0.bias', 'structured')
+        >>> print(str(plan).splitlines()[3][:60])
+        layers.0.kernel + layers.0.bias      dense                 1
+
+    References:
+        Novak, Sohl-Dickstein, Schoenholz, "Fast Finite Width Neural Tangent Kernel",
+        ICML 2022, Section 3 and Table 1 (costs of the NTK methods).
+    """
+    check_implementation(implementation, None)
+    if implementation == "matrix_free":
+        raise ValueError("ntk_plan describes the layer-wise implementations, not 'matrix_free'")
+    model = find_layers(predict_fn, params, inputs)
+    batch = int(jax.tree.leaves(inputs)[0].shape[0])
+    m = model.num_outputs if columns is None else int(columns)
+    choices = choose(model, batch, m, implementation)
+    rows = []
+    for layer, choice in zip(model.layers, choices, strict=True):
+        size = math.prod(model.param_avals[layer.weight.leaf].shape)
+        if layer.bias is not None:
+            size += math.prod(model.param_avals[layer.bias.leaf].shape)
+        rows.append(
+            NTKPlanRow(
+                name=layer.name,
+                kind=layer.kind,
+                positions=layer.positions,
+                groups=layer.groups,
+                features_in=layer.columns_in,
+                features_out=layer.features_out,
+                parameters=size,
+                choice=choice,
+                costs=layer_costs(layer, batch, m),
+            )
+        )
+    n = batch * m
+    for leaf in model.fallback:
+        size = math.prod(model.param_avals[leaf].shape)
+        rows.append(
+            NTKPlanRow(
+                name=model.leaf_names[leaf],
+                kind="per-leaf Jacobian",
+                positions=1,
+                groups=1,
+                features_in=size,
+                features_out=1,
+                parameters=size,
+                choice="per-leaf Jacobian",
+                costs={"jacobian": float(n * n * size)},
+            )
+        )
+    return NTKPlan(batch=batch, columns=m, implementation=implementation, rows=tuple(rows))

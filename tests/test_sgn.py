@@ -38,16 +38,29 @@ def _dense(params, x, y, lam):
     return h, g
 
 
-def test_cg_steps_match_dense_linear_algebra():
+@pytest.mark.parametrize("implementation", ["auto", "matrix_free"])
+def test_cg_steps_match_dense_linear_algebra(implementation):
     params, x, y = _setup()
     lam = 0.5
     h, g = _dense(params, x, y, lam)
+
+    def sgn(iterations):
+        return inna_jax.sgn(
+            _predict,
+            "cross_entropy",
+            1.0,
+            lam,
+            cg_iterations=iterations,
+            line_search=False,
+            implementation=implementation,
+        )
+
     # one CG iteration from 0 is the exact line minimiser along -g: -(g.g / g.Hg) g
-    tx1 = inna_jax.sgn(_predict, "cross_entropy", 1.0, lam, cg_iterations=1, line_search=False)
+    tx1 = sgn(1)
     u1, _ = jax.jit(tx1.update)(None, tx1.init(params), params, inputs=x, targets=y)
     np.testing.assert_allclose(ravel_pytree(u1)[0], -(g @ g) / (g @ h @ g) * g, rtol=1e-10)
     # P = 15 iterations: CG has converged to the dense Gauss-Newton direction
-    txp = inna_jax.sgn(_predict, "cross_entropy", 1.0, lam, cg_iterations=15, line_search=False)
+    txp = sgn(15)
     up, _ = jax.jit(txp.update)(None, txp.init(params), params, inputs=x, targets=y)
     np.testing.assert_allclose(ravel_pytree(up)[0], -np.linalg.solve(h, g), rtol=1e-8)
     # EGN solves the same system exactly, in batch space

@@ -1,0 +1,420 @@
+r"""Per-layer NTK pieces: one forward pass and one VJP give the Gram matrix, :math:`J^\top u`
+and :math:`Jv`.
+
+For a layer with per-example input :math:`a_{is}` (positions :math:`s`, e.g. the pixels of a
+convolution's output) and output cotangent :math:`\delta_{iks} = \partial (S^\top f)_k(x_i) /
+\partial y_{is}` (column :math:`k` of the cotangent matrix :math:`S_i`), the gradient of
+:math:`(S_i^\top f(x_i))_k` with respect to the weight is
+:math:`\sum_s a_{is} \otimes \delta_{iks}` (Goodfellow 2015; Novak et al. 2022, "structured
+derivatives"). So the layer's share of :math:`S^\top K S = (S^\top J)(S^\top J)^\top`
+(:math:`S` block-diagonal, :math:`S = I` for :func:`inna_jax.ntk_gram`) is
+
+.. math::
+
+    K^{(l)}_{(ik),(jl)} = \sum_{s,t} (a_{is}\cdot a_{jt})\,(\delta_{iks}\cdot\delta_{jlt}),
+
+which is :math:`(AA^\top) \odot (\Delta\Delta^\top)` for a dense layer (one position). A bias
+adds a constant 1 to :math:`a`. Two ways to evaluate it, chosen per layer by cost
+(:func:`layer_costs`):
+
+* ``"structured"``: the input Gram :math:`P = AA^\top` over (example, position) pairs, then
+  :math:`\sum_s P \delta` and a contraction with :math:`\Delta`. Multiply-adds
+  :math:`G(b^2S^2D + b\,n\,S^2F + n^2SF)` (:math:`G(b^2D + n^2F)` when :math:`S = 1`), with
+  :math:`n = bm` rows, :math:`D` inputs, :math:`F` outputs, :math:`G` groups.
+* ``"jacobian"``: the layer's Jacobian :math:`J_l = \sum_s a_{is}\otimes\delta_{iks}`
+  (:math:`n \times GDF`), then :math:`J_lJ_l^\top`: :math:`G(nSDF + n^2DF)`.
+
+Parameters that :func:`inna_jax._jaxpr_layers.find_layers` cannot place get their exact
+per-example Jacobian from the same VJP (reverse mode restricted to those leaves, inside the
+per-example ``vmap``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from inna_jax._jaxpr_layers import Layer, ModelLayers, find_layers, run_with_hooks
+
+CHOICES = ("structured", "jacobian")
+
+
+# The two contractions of the structured form with several positions are batched products
+# with a small inner (S) or outer (m) dimension: on XLA:CPU (jax 0.10, a 2-core AMD EPYC) they
+# ran at 1/8 to 1/15 of the multiply-add rate of a large matrix product (4-7 against 56
+# GMAC/s). Their multiply-adds are weighted by this factor when "auto" chooses.
+SMALL_PRODUCT_PENALTY = 8.0
+
+
+def layer_costs(layer: Layer, batch: int, columns: int) -> dict[str, float]:
+    """Multiply-adds of the two ways to add a layer to the Gram matrix (see the module).
+
+    With several positions, the two batched contractions of the structured form count
+    :data:`SMALL_PRODUCT_PENALTY` times their multiply-adds.
+    """
+    b, m = batch, columns
+    n = b * m
+    s, g, d, f = layer.positions, layer.groups, layer.columns_in, layer.features_out
+    if s == 1:
+        structured = g * (b * b * d + n * n * f)
+    else:
+        small = b * n * s * s * f + n * n * s * f
+        structured = g * (b * b * s * s * d + SMALL_PRODUCT_PENALTY * small)
+    jacobian = g * (n * s * d * f + n * n * d * f)
+    return {"structured": float(structured), "jacobian": float(jacobian)}
+
+
+def layer_memory(layer: Layer, batch: int, columns: int) -> dict[str, float]:
+    """Elements of the largest temporary of each way (the Jacobian, or the S > 1 products)."""
+    b, m = batch, columns
+    n = b * m
+    s, g, d, f = layer.positions, layer.groups, layer.columns_in, layer.features_out
+    structured = g * n * n if s == 1 else g * max((b * s) ** 2, n * b * s * f)
+    return {"structured": float(structured), "jacobian": float(g * n * d * f)}
+
+
+def choose(model: ModelLayers, batch: int, columns: int, implementation: str) -> list[str]:
+    """The way each layer is evaluated. Shared weights always use their Jacobian."""
+    out = []
+    for layer in model.layers:
+        if layer.shared:
+            out.append("jacobian")
+        elif implementation in CHOICES:
+            out.append(implementation)
+        else:
+            costs = layer_costs(layer, batch, columns)
+            out.append(min(CHOICES, key=lambda c: (costs[c], c != "structured")))
+    return out
+
+
+@dataclasses.dataclass(eq=False)
+class LayerwiseJacobian:
+    r"""The forward pass, the per-layer inputs and cotangents of a batch, and what they give.
+
+    Attributes:
+        model: the placed layers.
+        choices: ``"structured"`` or ``"jacobian"`` per layer.
+        outputs: the model outputs, ``(b,)`` or ``(b, C)``.
+        columns: the cotangent columns :math:`S_i`, ``(b, C, m)``.
+        acts: per layer, ``(b, S, G, D)``.
+        deltas: per layer, ``(b, m, S, G, F)``.
+        fallback: per fallback leaf, its per-example Jacobian ``(b, m, *leaf_shape)``.
+        params: the parameter leaves.
+        dtype: the dtype of the Gram matrix and of the batch-space vectors.
+    """
+
+    model: ModelLayers
+    choices: list[str]
+    outputs: jax.Array
+    columns: jax.Array
+    acts: list[jax.Array]
+    deltas: list[jax.Array]
+    fallback: list[jax.Array]
+    params: list[Any]
+    dtype: Any
+
+    @property
+    def batch(self) -> int:
+        return self.columns.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.columns.shape[2]
+
+    def _a(self, k: int) -> jax.Array:
+        return self.acts[k].astype(self.dtype)
+
+    def _d(self, k: int) -> jax.Array:
+        return self.deltas[k].astype(self.dtype)
+
+    def _layer_jacobian(self, k: int) -> jax.Array:
+        """``(b, m, G, D, F)``: :math:`\\sum_s a_{is} \\otimes \\delta_{iks}`."""
+        a, d = self._a(k), self._d(k)
+        b, s, g, din = a.shape
+        m, f = d.shape[1], d.shape[-1]
+        lhs = a.transpose(0, 2, 1, 3)  # (b, G, S, D)
+        rhs = d.transpose(0, 3, 2, 1, 4).reshape(b, g, s, m * f)  # (b, G, S, mF)
+        jac = jax.lax.dot_general(lhs, rhs, (((2,), (2,)), ((0, 1), (0, 1))))  # (b,G,D,mF)
+        return jac.reshape(b, g, din, m, f).transpose(0, 3, 1, 2, 4)
+
+    def _jacobian_rows(self, k: int) -> jax.Array:
+        """``(b m, G F D)``: the layer's Jacobian rows, columns in an order fit for Grams."""
+        a, d = self._a(k), self._d(k)
+        b, s, g, din = a.shape
+        m, f = d.shape[1], d.shape[-1]
+        lhs = d.transpose(0, 3, 1, 4, 2)  # (b, G, m, F, S)
+        rhs = a.transpose(0, 2, 1, 3)  # (b, G, S, D)
+        jac = jax.lax.dot_general(lhs, rhs, (((4,), (2,)), ((0, 1), (0, 1))))  # (b,G,m,F,D)
+        if g > 1:
+            jac = jac.transpose(0, 2, 1, 3, 4)
+        return jac.reshape(b * m, g * f * din)
+
+    def _structured_gram(self, k: int) -> jax.Array:
+        a, d = self._a(k), self._d(k)
+        b, s, g, din = a.shape
+        m, f = d.shape[1], d.shape[-1]
+        n = b * m
+        if s == 1 and g == 1:
+            a2 = a.reshape(b, din)
+            d2 = d.reshape(n, f)
+            p = a2 @ a2.T
+            q = (d2 @ d2.T).reshape(b, m, b, m)
+            return (q * p[:, None, :, None]).reshape(n, n)
+        if s == 1:
+            a3 = a.reshape(b, g, din).transpose(1, 0, 2)  # (G, b, D)
+            d3 = d.reshape(n, g, f).transpose(1, 0, 2)  # (G, n, F)
+            p = a3 @ a3.transpose(0, 2, 1)  # (G, b, b)
+            q = (d3 @ d3.transpose(0, 2, 1)).reshape(g, b, m, b, m)
+            return jnp.sum(q * p[:, :, None, :, None], axis=0).reshape(n, n)
+        a3 = a.transpose(2, 0, 1, 3).reshape(g, b * s, din)
+        p = (a3 @ a3.transpose(0, 2, 1)).reshape(g, b, s, b * s)  # (G, i, s, (j t))
+        dg = d.transpose(3, 0, 2, 1, 4).reshape(g, b, s, m * f)  # (G, i, s, (k f))
+        r = jax.lax.dot_general(p, dg, (((2,), (2,)), ((0, 1), (0, 1))))  # (G,i,(jt),(kf))
+        r = r.reshape(g, b, b, s, m, f).transpose(2, 1, 4, 0, 3, 5).reshape(b, n, g * s * f)
+        dj = d.transpose(0, 3, 2, 4, 1).reshape(b, g * s * f, m)  # (j, (g t f), l)
+        out = jax.lax.dot_general(r, dj, (((2,), (1,)), ((0,), (0,))))  # (j, (ik), l)
+        return out.transpose(1, 0, 2).reshape(n, n)
+
+    def _shared_jacobians(self) -> list[jax.Array]:
+        """Per shared weight: the sum of its uses' Jacobians, ``(b m, leaf size)``."""
+        n = self.batch * self.width
+        shared: dict[int, jax.Array] = {}
+        for k, layer in enumerate(self.model.layers):
+            if not layer.shared:
+                continue
+            leaf = layer.weight.leaf
+            aval = self.model.param_avals[leaf]
+            jac = self._layer_jacobian(k)[:, :, :, : layer.features_in, :]
+            jac = jac.reshape(n, *jac.shape[2:])
+            to_leaf = jax.vmap(lambda x, ly=layer, av=aval: ly.weight_from_canonical(x, av))
+            part = to_leaf(jac).reshape(n, -1).astype(self.dtype)
+            shared[leaf] = part if leaf not in shared else shared[leaf] + part
+        return list(shared.values())
+
+    def gram(self) -> jax.Array:
+        r"""The Gram matrix :math:`S^\top J J^\top S`, ``(b m, b m)``, example-major."""
+        b, m = self.batch, self.width
+        n = b * m
+        gram = jnp.zeros((n, n), self.dtype)
+        for k, (layer, choice) in enumerate(zip(self.model.layers, self.choices, strict=True)):
+            if layer.shared:
+                continue
+            if choice == "structured":
+                gram = gram + self._structured_gram(k)
+            else:
+                jac = self._jacobian_rows(k)
+                gram = gram + jac @ jac.T
+        for jac in self._shared_jacobians():
+            gram = gram + jac @ jac.T
+        for jac in self.fallback:
+            jac = jac.reshape(n, -1).astype(self.dtype)
+            gram = gram + jac @ jac.T
+        return gram
+
+    def gram_diagonal(self) -> jax.Array:
+        r"""The diagonal of :meth:`gram`, ``(b m,)``, without the off-diagonal blocks."""
+        b, m = self.batch, self.width
+        diag = jnp.zeros((b, m), self.dtype)
+        for k, layer in enumerate(self.model.layers):
+            if layer.shared:
+                continue
+            a, d = self._a(k), self._d(k)
+            p = jnp.einsum("isgd,itgd->igst", a, a)  # (b, G, S, S)
+            q = jnp.einsum("iksgf,iktgf->ikgst", d, d)  # (b, m, G, S, S)
+            diag = diag + jnp.sum(q * p[:, None], axis=(2, 3, 4))
+        n = b * m
+        shared = {}
+        for k, layer in enumerate(self.model.layers):
+            if layer.shared:
+                leaf = layer.weight.leaf
+                aval = self.model.param_avals[leaf]
+                jac = self._layer_jacobian(k)[:, :, :, : layer.features_in, :]
+                jac = jac.reshape(n, *jac.shape[2:])
+                to_leaf = jax.vmap(lambda x, ly=layer, av=aval: ly.weight_from_canonical(x, av))
+                part = to_leaf(jac).reshape(n, -1).astype(self.dtype)
+                shared[leaf] = part if leaf not in shared else shared[leaf] + part
+        flat = diag.reshape(n)
+        for jac in [*shared.values(), *self.fallback]:
+            jac = jac.reshape(n, -1).astype(self.dtype)
+            flat = flat + jnp.sum(jac * jac, axis=1)
+        return flat
+
+    def vjp(self, u: jax.Array) -> list[list[jax.Array]]:
+        r""":math:`J^\top S u` for each row of ``u`` (``(q, b, m)``): ``q`` lists of leaves."""
+        q = u.shape[0]
+        u = u.astype(self.dtype)
+        grads: list[list[Any]] = [[None] * len(self.params) for _ in range(q)]
+
+        def add(r, leaf, value):
+            value = value.astype(self.params[leaf].dtype)
+            grads[r][leaf] = value if grads[r][leaf] is None else grads[r][leaf] + value
+
+        for k, layer in enumerate(self.model.layers):
+            a, d = self._a(k), self._d(k)
+            b, s, g, din = a.shape
+            m, f = d.shape[1], d.shape[-1]
+            # U_q = sum_k u_qk delta_k, as a loop over k (a fused elementwise sum)
+            us = []
+            for r in range(q):
+                acc = u[r, :, 0, None, None, None] * d[:, 0]
+                for c in range(1, m):
+                    acc = acc + u[r, :, c, None, None, None] * d[:, c]
+                us.append(acc)  # (b, S, G, F)
+            big_u = jnp.stack(us, axis=-1)  # (b, S, G, F, q)
+            if g == 1:
+                a2 = a.reshape(b * s, din)
+                dw = (a2.T @ big_u.reshape(b * s, f * q)).reshape(1, din, f, q)
+            else:
+                lhs = a.transpose(2, 0, 1, 3).reshape(g, b * s, din)
+                rhs = big_u.transpose(2, 0, 1, 3, 4).reshape(g, b * s, f * q)
+                dw = (lhs.transpose(0, 2, 1) @ rhs).reshape(g, din, f, q)
+            dw = dw.transpose(3, 0, 1, 2)  # (q, G, D, F)
+            nw = layer.features_in
+            w_leaf = layer.weight.leaf
+            aval = self.model.param_avals[w_leaf]
+            for r in range(q):
+                add(r, w_leaf, layer.weight_from_canonical(dw[r, :, :nw, :], aval))
+                if layer.bias is not None:
+                    b_leaf = layer.bias.leaf
+                    shape = self.model.param_avals[b_leaf].shape
+                    add(r, b_leaf, layer.bias_from_row(dw[r, :, nw, :], shape))
+        n = self.batch * self.width
+        flat_u = u.reshape(q, n)
+        for leaf, jac in zip(self.model.fallback, self.fallback, strict=True):
+            shape = self.model.param_avals[leaf].shape
+            value = flat_u @ jac.reshape(n, -1).astype(self.dtype)
+            for r in range(q):
+                add(r, leaf, value[r].reshape(shape))
+        for r in range(q):
+            for leaf, x in enumerate(self.params):
+                if grads[r][leaf] is None:
+                    grads[r][leaf] = jnp.zeros_like(x)
+        return grads
+
+    def jvp(self, tangents: list[Any]) -> jax.Array:
+        r""":math:`S^\top J v` for a tangent ``v`` given as a list of leaves: ``(b, m)``."""
+        b, m = self.batch, self.width
+        out = jnp.zeros((b, m), self.dtype)
+        for k, layer in enumerate(self.model.layers):
+            a, d = self._a(k), self._d(k)
+            _, s, g, din = a.shape
+            f = d.shape[-1]
+            w = layer.weight_to_canonical(tangents[layer.weight.leaf]).astype(self.dtype)
+            if layer.bias is not None:
+                row = layer.bias_to_row(tangents[layer.bias.leaf]).astype(self.dtype)
+                w = jnp.concatenate([w, row[:, None, :]], axis=1)
+            if g == 1:
+                z = (a.reshape(b * s, din) @ w[0]).reshape(b, s * f)
+            else:
+                lhs = a.transpose(2, 0, 1, 3).reshape(g, b * s, din)
+                z = (lhs @ w).reshape(g, b, s, f).transpose(1, 2, 0, 3).reshape(b, -1)
+            dd = d.reshape(b, m, -1) if g == 1 else d.reshape(b, m, s * g * f)
+            cols = [jnp.sum(z * dd[:, c], axis=1) for c in range(m)]
+            out = out + jnp.stack(cols, axis=1)
+        n = b * m
+        for leaf, jac in zip(self.model.fallback, self.fallback, strict=True):
+            v = tangents[leaf].reshape(-1).astype(self.dtype)
+            out = out + (jac.reshape(n, -1).astype(self.dtype) @ v).reshape(b, m)
+        return out
+
+
+def layerwise_jacobian(
+    predict_fn: Callable,
+    params: Any,
+    inputs: Any,
+    columns_fn: Callable[[jax.Array], jax.Array] | None = None,
+    *,
+    implementation: str = "auto",
+    chunk_size: int | None = None,
+    model: ModelLayers | None = None,
+) -> LayerwiseJacobian:
+    r"""Runs the batch once forward and once backward (``m`` cotangent columns per example).
+
+    Args:
+        predict_fn: ``predict_fn(params, x)``.
+        params: a pytree of arrays.
+        inputs: the batch.
+        columns_fn: maps the outputs of one example, flattened to ``(C,)``, to its ``(C, m)``
+            cotangent columns :math:`S_i`; the identity (``m = C``) when ``None``.
+        implementation: ``"auto"``, ``"structured"`` or ``"jacobian"`` (per-layer choice).
+        chunk_size: examples per chunk of the pass (``jax.lax.map``); all at once if ``None``.
+        model: the result of :func:`find_layers`, if already computed.
+
+    Returns:
+        A :class:`LayerwiseJacobian`.
+    """
+    if model is None:
+        model = find_layers(predict_fn, params, inputs)
+    p_leaves = model.param_tree.flatten_up_to(params)
+    x_leaves = model.input_tree.flatten_up_to(inputs)
+    batch = jnp.shape(x_leaves[0])[0]
+    c = model.num_outputs
+    dtype = model.output_dtype
+    if not jnp.issubdtype(dtype, jnp.inexact):
+        raise ValueError(f"predict_fn must return floating-point outputs, got {dtype}")
+    fb = model.fallback
+    if columns_fn is None:
+        columns_fn = lambda out: jnp.eye(c, dtype=dtype)  # noqa: E731
+    width = jax.eval_shape(columns_fn, jax.ShapeDtypeStruct((c,), dtype)).shape[1]
+
+    def one(x_i):
+        x1 = [x[None] for x in x_i]
+
+        def f(eps, fb_vals):
+            leaves = list(p_leaves)
+            for j, val in zip(fb, fb_vals, strict=True):
+                leaves[j] = val
+            return run_with_hooks(model, leaves, x1, eps)
+
+        eps0 = [
+            jnp.zeros(layer.eqn.outvars[0].aval.shape, layer.eqn.outvars[0].aval.dtype)
+            for layer in model.layers
+        ]
+        out, vjp_fn, acts = jax.vjp(f, eps0, [p_leaves[j] for j in fb], has_aux=True)
+        cols = columns_fn(out.reshape(c)).astype(out.dtype)  # (C, m)
+        cots = cols.T.reshape(width, *out.shape)
+        d_eps, d_fb = jax.vmap(vjp_fn)(cots)
+        deltas = [jax.vmap(ly.delta)(de) for ly, de in zip(model.layers, d_eps, strict=True)]
+        return out, cols, acts, deltas, d_fb
+
+    if chunk_size is None:
+        out, cols, acts, deltas, d_fb = jax.vmap(one)(x_leaves)
+    else:
+        out, cols, acts, deltas, d_fb = jax.lax.map(
+            one, x_leaves, batch_size=min(int(chunk_size), batch)
+        )
+    return LayerwiseJacobian(
+        model=model,
+        choices=choose(model, batch, width, implementation),
+        outputs=out,
+        columns=cols,
+        acts=list(acts),
+        deltas=list(deltas),
+        fallback=list(d_fb),
+        params=list(p_leaves),
+        dtype=dtype,
+    )
+
+
+def unflatten(model: ModelLayers, leaves: list[Any]) -> Any:
+    """A list of leaves back to the parameter pytree."""
+    return jax.tree.unflatten(model.param_tree, leaves)
+
+
+def flatten(model: ModelLayers, tree: Any) -> list[Any]:
+    return model.param_tree.flatten_up_to(tree)
+
+
+def total_costs(model: ModelLayers, batch: int, columns: int, choices: list[str]) -> float:
+    total = 0.0
+    for layer, choice in zip(model.layers, choices, strict=True):
+        total += layer_costs(layer, batch, columns)[choice]
+    n = batch * columns
+    for leaf in model.fallback:
+        total += n * n * math.prod(model.param_avals[leaf].shape)
+    return total
