@@ -91,12 +91,20 @@ def _cholesky(m: jax.Array) -> jax.Array:
 
 
 def _solve(gram: jax.Array, mu: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``v = (gram + mu I)^{-1} w`` and ``gram @ v`` (vectors of length ``n``)."""
+    """``v = (gram + mu I)^{-1} w`` and ``gram @ v`` (vectors of length ``n``).
+
+    The system is solved in at least float32 (LAPACK and cuSOLVER have no bf16/f16 Cholesky,
+    and a half-precision factor of an ill-conditioned Gram would be noise); both results are
+    returned in ``gram``'s dtype.
+    """
     n = gram.shape[0]
-    m = gram + mu * jnp.eye(n, dtype=gram.dtype)
+    out_dtype = gram.dtype
+    dtype = out_dtype if jnp.finfo(out_dtype).bits >= 32 else jnp.dtype(jnp.float32)
+    gram, mu, w = gram.astype(dtype), jnp.asarray(mu).astype(dtype), w.astype(dtype)
+    m = gram + mu * jnp.eye(n, dtype=dtype)
     chol = _cholesky(m)
     v = jax.scipy.linalg.cho_solve((chol, True), w)
-    return v, gram @ v
+    return v.astype(out_dtype), (gram @ v).astype(out_dtype)
 
 
 def _direction_layerwise(
