@@ -1,9 +1,12 @@
 """inna_jax: inertial-Newton (INNA/DIN) and exact Gauss-Newton (EGN) optimizers for JAX.
 
-The public API is exactly what is re-exported here; see ``__all__``.
+The public API is exactly what is re-exported here; see ``__all__``. The subpackage
+``inna_jax.dynamics`` (diffrax) is imported on first use, so that ``import inna_jax`` loads
+neither diffrax nor matplotlib nor orbax.
 """
 
-from inna_jax import dynamics as dynamics
+from typing import TYPE_CHECKING
+
 from inna_jax._egn import egn as egn
 from inna_jax._egn import egn_direction as egn_direction
 from inna_jax._gauss_newton_step import GaussNewtonState as GaussNewtonState
@@ -15,6 +18,9 @@ from inna_jax._inna import transform as transform
 from inna_jax._ntk import ntk_gram as ntk_gram
 from inna_jax._schedules import power_decay as power_decay
 from inna_jax._sgn import sgn as sgn
+
+if TYPE_CHECKING:
+    from inna_jax import dynamics as dynamics
 
 __version__ = "0.1.0"
 
@@ -32,3 +38,16 @@ __all__ = [
     "sgn",
     "transform",
 ]
+
+
+def __getattr__(name: str):
+    """Imports ``inna_jax.dynamics`` on first access (it loads diffrax)."""
+    if name == "dynamics":
+        import importlib
+
+        return importlib.import_module("inna_jax.dynamics")
+    raise AttributeError(f"module 'inna_jax' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

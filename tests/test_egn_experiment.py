@@ -41,3 +41,35 @@ def test_cli_help_and_bad_dataset(capsys):
     assert "--full" in capsys.readouterr().out
     with pytest.raises(ValueError, match="unknown dataset"):
         egn.load("iris")
+
+
+def test_no_data_set_left_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(egn, "load", lambda name: None)  # as when California is not on disk
+    with pytest.raises(ValueError, match="no data set left to run: california: not on disk"):
+        egn.run(out=tmp_path, datasets=("california",))
+    assert cli.main(["egn", "--datasets", "california", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("inna-jax egn: error: --datasets: no data set left to run")
+
+
+def test_each_method_trains_as_one_group(tmp_path, monkeypatch):
+    from inna_jax.reproduce import protocol
+
+    calls = []
+    original = protocol.train_group
+
+    def spy(data, make_model, specs, seeds, **kwargs):
+        calls.append((len(specs), len({s.family for s in specs}), list(seeds)))
+        return original(data, make_model, specs, seeds, **kwargs)
+
+    monkeypatch.setattr(protocol, "train_group", spy)
+    egn.run(
+        out=tmp_path, datasets=("diabetes",), seeds=2, epochs={"diabetes": 1}, batch_size=64,
+        egn_learning_rates=(0.3, 1.0), sgn_learning_rates=(1.0,), sgd_grid=(1e-2, 1e-1),
+        adam_grid=(1e-3,),
+    )  # fmt: skip
+    # one group per method: its rates x seeds, of one optimizer family
+    assert calls == [
+        (4, 1, [0, 1, 0, 1]), (4, 1, [0, 1, 0, 1]), (2, 1, [0, 1]), (4, 1, [0, 1, 0, 1]),
+        (2, 1, [0, 1]),
+    ]  # fmt: skip

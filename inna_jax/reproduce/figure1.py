@@ -148,25 +148,23 @@ def run(
 
 
 def _plot(path: Path, panels, paths, learning_rate: float, steps: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from inna_jax.reproduce import plots
 
     x1, x2 = np.meshgrid(np.linspace(-1.6, 1.6, 300), np.linspace(-0.4, 1.9, 300))
     grid = np.asarray(loss(jnp.stack([jnp.asarray(x1), jnp.asarray(x2)], axis=-1)))
-    fig, axes = plt.subplots(1, 4, figsize=(18, 4.2))
+    fig, axes = plots.figure(4, width=4.5, height=4.2)
+    axes = axes[0]
     colors = ["tab:blue", "tab:orange", "tab:green"]
     for ax, (alpha, beta), (_, discrete, continuous) in zip(axes[:3], panels, paths, strict=False):
         ax.contour(x1, x2, np.log10(grid + 1e-3), levels=25, cmap="Greys", linewidths=0.6)
         ax.plot(discrete[:, 0], discrete[:, 1], color="tab:red", lw=1.6, label="INNA (discrete)")
         ax.plot(continuous[:, 0], continuous[:, 1], "k--", lw=1.0, label="DIN (diffrax)")
-        ax.plot(*THETA0, "ko", ms=5)
-        ax.plot(*MINIMIZER, "r*", ms=12)
+        ax.plot(*THETA0, "ko", ms=5, label="start (-1, 1.5)")
+        ax.plot(*MINIMIZER, "r*", ms=12, ls="none", label="minimiser (1, 1)")
         ax.set_title(f"α = {alpha}, β = {beta}")
         ax.set_xlabel("θ₁")
         ax.set_ylabel("θ₂")
-        ax.legend(loc="lower left", fontsize=8)
+    plots.legend_outside(fig, axes[0], where="bottom", ncols=4)
     ax = axes[3]
     for color, (alpha, beta), (ts, discrete, continuous) in zip(
         colors, panels, paths, strict=False
@@ -185,13 +183,16 @@ def _plot(path: Path, panels, paths, learning_rate: float, steps: int) -> None:
             lw=1.0,
             label=f"DIN ({alpha}, {beta})",
         )
-    ax.set_xlabel(f"time t = kγ  (γ = {learning_rate:g}, {steps:,} iterations)")
+    ax.set_xlabel("time t = kγ")
     ax.set_ylabel("J(θ)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     ax.set_title("loss along the paths")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    fig.suptitle(
+        "Figure 1: J(θ) = 100(θ₂ − |θ₁|)² + |1 − θ₁|; INNA with constant γ = "
+        f"{learning_rate:g}, {steps:,} iterations, s = β; DIN solved by diffrax",
+        fontsize=10,
+    )
+    plots.save(fig, path, dpi=110)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
