@@ -61,8 +61,11 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path):
     group = _distributed_worker.run_group(None)  # the group on one device, one process
     for out in outs:
         got = np.load(out)
-        for key, value in group.items():  # measured: equal to ~1e-8 in float64
-            np.testing.assert_allclose(got[key], value, atol=1e-7, rtol=0, err_msg=key)
+        for key, value in group.items():  # float32 parameters: measured gaps ~2e-7
+            if key.endswith("train_loss"):
+                np.testing.assert_allclose(got[key], value, rtol=1e-5, err_msg=key)
+            else:
+                np.testing.assert_allclose(got[key], value, atol=1e-5, rtol=0, err_msg=key)
         got = {k: got[k] for k in got.files if not k.startswith("run")}
         assert sorted(k for k in got if k != "__history__") == sorted(expected)
         for key, value in expected.items():

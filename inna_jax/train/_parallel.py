@@ -240,7 +240,8 @@ def gather(tree: Any) -> Any:
             return jax.random.wrap_key_data(one(jax.random.key_data(x)), impl=impl)
         if x.sharding.is_fully_replicated:
             return x.addressable_data(0)
-        return jax.device_put(multihost_utils.process_allgather(x), jax.local_devices()[0])
+        gathered = multihost_utils.process_allgather(x, tiled=True)
+        return jax.device_put(gathered, jax.local_devices()[0])
 
     return jax.tree.map(one, tree)
 

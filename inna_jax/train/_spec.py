@@ -74,7 +74,7 @@ class OptimizerSpec:
         (True, 0.3)
         >>> tx = b.build()  # an optax.GradientTransformationExtraArgs
         >>> state = tx.init({"w": jnp.zeros(2)})
-        >>> float(state.hyperparams["learning_rate"])
+        >>> round(float(state.hyperparams["learning_rate"]), 6)  # float32, as the parameters
         0.3
 
     References:
