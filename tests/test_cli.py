@@ -42,3 +42,16 @@ def test_help_lists_every_command(capsys):
     for name in (*cli.COMMANDS, *cli.ALIASES):
         assert name in out
     assert "old name of 'figure2'" in out
+
+
+def test_moved_names_still_work_with_a_warning():
+    import pytest
+
+    import inna_jax.train
+    from inna_jax.reproduce import cli_args
+
+    with pytest.warns(DeprecationWarning, match="moved to inna_jax.reproduce.cli_args"):
+        moved = inna_jax.train.add_parallel_arguments
+    assert moved is cli_args.add_parallel_arguments
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        inna_jax.train.nothing  # noqa: B018

@@ -121,11 +121,16 @@ def _write(results: list[dict[str, Any]], out: Path, *, hidden, batch_size, seed
         accuracies += [h["test_accuracy"] for h in r["history"][1:]]
         ax_acc.plot(epochs, [h["test_accuracy"] for h in r["history"]], label=label)
     ax_loss.set(xlabel="epoch", ylabel="training loss (cross-entropy)", title="training loss")
-    ax_acc.set(xlabel="epoch", ylabel="test accuracy", title="test accuracy (zoomed)")
+    ax_acc.set(xlabel="epoch", ylabel="test accuracy", title="test accuracy")
+    last = max(len(r["history"]) for r in results) - 1
+    if last >= 2:  # zoom to the trained epochs: epoch 0 is chance level
+        ax_acc.set_xlim(1, last)
+        ax_acc.set_title("test accuracy (from epoch 1)")
     plots.zoom(ax_acc, accuracies, lower=0, upper=1)
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
-    plots.legend_outside(fig, ax_loss)
+        plots.integer_ticks(ax)
+    plots.legend_outside(fig, ax_loss, where="bottom", ncols=2)
     widths = "-".join(str(h) for h in hidden)
     fig.suptitle(
         f"scikit-learn digits, MLP 64-{widths}-10, batch {batch_size}, constant steps, seed {seed}",

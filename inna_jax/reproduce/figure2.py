@@ -241,7 +241,11 @@ def _setting_label(dataset, model_params, epochs, seeds, reduced, num_train):
     name = {"digits": "digits 8x8", "mnist1d": "mnist1d", "cifar100": "CIFAR-100"}[dataset]
     model = "NiN" if dataset == "cifar100" else "small CNN"
     subset = f", first {num_train} training examples" if num_train else ""
-    what = f"{name}{subset}, {model} ({model_params:,} params), {epochs} epochs, {seeds} seeds"
+    plural = lambda n, word: f"{n} {word}" + ("s" if n != 1 else "")  # noqa: E731
+    what = (
+        f"{name}{subset}, {model} ({model_params:,} params), {plural(epochs, 'epoch')}, "
+        f"{plural(seeds, 'seed')}"
+    )
     if reduced:
         return f"REDUCED setting, not the paper's (CIFAR-100, NiN, 200 epochs, 5 seeds): {what}"
     return f"paper setting: {what}"
@@ -262,7 +266,7 @@ def _plot(path: Path, curves: dict, table: dict, label: str, batch_size: int) ->
                 ax, epochs, c[key], label=f"{method}, $\\gamma_0$={g0:g}",
                 color=None if line is None else line.get_color(),
             )  # fmt: skip
-    spread = "mean and min-max band over" if seeds > 1 else "one run,"
+    spread = f"mean and min-max band over {seeds} seeds" if seeds > 1 else "one seed"
     axes[0, 0].set(
         xlabel="epoch", ylabel="log10 training loss", title=f"training loss (batch {batch_size})"
     )
@@ -277,10 +281,7 @@ def _plot(path: Path, curves: dict, table: dict, label: str, batch_size: int) ->
         ax.grid(alpha=0.3)
         plots.integer_ticks(ax)
     plots.legend_outside(fig, axes[0, 0], where="bottom", ncols=3)
-    title = (
-        f"Figure 2 ({spread} {seeds} seed{'s' if seeds > 1 else ''}; "
-        f"INNA and SGD: $\\gamma_k = \\gamma_0/\\sqrt{{k+1}}$). {label}"
-    )
+    title = f"Figure 2 ({spread}; INNA and SGD: $\\gamma_k = \\gamma_0/\\sqrt{{k+1}}$). {label}"
     fig.suptitle(textwrap.fill(title, 120), fontsize=9)
     plots.save(fig, path)
 

@@ -42,6 +42,7 @@ def _plot(history: list[dict], path: Path, title: str) -> None:
         plots.zoom(b, values, lower=0, upper=1)
     for ax in (a, b):
         ax.grid(alpha=0.3)
+        plots.integer_ticks(ax)
     fig.suptitle(title, fontsize=9)
     plots.save(fig, path, dpi=110)
 

@@ -51,8 +51,9 @@ class FitResult:
     Attributes:
         history: one dict per evaluated epoch (epoch 0 = before training) with keys ``epoch``,
             ``step``, ``train_loss``, ``test_loss``, ``test_accuracy`` (classification) or
-            ``test_rmse`` (regression), and ``time_s`` (training wall time so far, summed
-            over resumed runs; for a group, the group's time).
+            ``test_rmse`` (regression), and ``time_s`` (wall time since the first step of
+            the call had run, so without the compilation, summed over resumed runs; for a
+            group, the group's time).
         model: the trained model (the same object that was passed in, updated in place).
         opt_state: the final optimizer state.
         steps: the number of optimizer steps taken in total.
@@ -477,8 +478,9 @@ def _train(
     runs.set_states(states)  # copies: the models' own arrays survive donation
 
     ebs = int(eval_batch_size) if eval_batch_size is not None else max(int(batch_size), 512)
-    # both splits in chunks of ebs rows (one compiled shape), the last one padded and masked
-    ebs_train = ebs_test = _round_up(min(ebs, max(len(x_train), len(x_test))), data_devices)
+    # each split in chunks of at most ebs rows, the last one padded (and masked)
+    ebs_train = _round_up(min(ebs, len(x_train)), data_devices)
+    ebs_test = _round_up(min(ebs, max(len(x_test), 1)), data_devices)
 
     def epoch_rows(epoch: int, step: int, time_s: float) -> list[dict]:
         train_loss, _ = runs.evaluate(x_train, y_train, ebs_train)
@@ -537,10 +539,13 @@ def _train(
         else:
             histories = [list(meta["history"])]
         runs.skip = [s is not None for s in stopped]
-    t0 = time.perf_counter()
+    # The clock starts when the first step of this call has run: its compilation and the
+    # epoch-0 evaluation are not training time.
+    clock = {"t0": None}
 
     def elapsed() -> float:
-        return time_before + time.perf_counter() - t0
+        t0 = clock["t0"]
+        return time_before + (0.0 if t0 is None else time.perf_counter() - t0)
 
     if start == 0 and not any(histories) and evaluated(0):
         for hist, row in zip(histories, epoch_rows(0, 0, 0.0), strict=True):
@@ -579,6 +584,7 @@ def _train(
             done = k + 1
             if progress.compiling:
                 runs.block()
+                clock["t0"] = time.perf_counter()
                 progress.started(done)
             else:
                 progress.bar.update(1)
