@@ -617,9 +617,8 @@ def _train(
             if checkpoint_now:
                 save(done)
                 last_saved = done
-        finished = all(s is None for s in stopped) or group
-        if ckpt is not None and finished and last_saved != total and total > start:
-            if not (on_nonfinite == "raise" and any(stopped)):
+        else:  # the loop ran to its end (some runs of a group may have stopped on the way)
+            if ckpt is not None and last_saved != total and total > start:
                 save(total)
     finally:
         progress.close()
