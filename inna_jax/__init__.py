@@ -1,9 +1,12 @@
 """inna_jax: inertial-Newton (INNA/DIN, INNAprop) and exact Gauss-Newton (EGN) optimizers for JAX.
 
-The public API is exactly what is re-exported here; see ``__all__``.
+The public API is exactly what is re-exported here; see ``__all__``. The subpackage
+``inna_jax.dynamics`` (diffrax) is imported on first use, so that ``import inna_jax`` loads
+neither diffrax nor matplotlib nor orbax.
 """
 
-from inna_jax import dynamics as dynamics
+from typing import TYPE_CHECKING
+
 from inna_jax._egn import egn as egn
 from inna_jax._egn import egn_direction as egn_direction
 from inna_jax._gauss_newton_step import GaussNewtonState as GaussNewtonState
@@ -20,6 +23,9 @@ from inna_jax._scale_by_inna import InnaState as InnaState
 from inna_jax._scale_by_inna import scale_by_inna as scale_by_inna
 from inna_jax._schedules import power_decay as power_decay
 from inna_jax._sgn import sgn as sgn
+
+if TYPE_CHECKING:
+    from inna_jax import dynamics as dynamics
 
 __version__ = "0.1.0"
 
@@ -42,3 +48,16 @@ __all__ = [
     "sgn",
     "transform",
 ]
+
+
+def __getattr__(name: str):
+    """Imports ``inna_jax.dynamics`` on first access (it loads diffrax)."""
+    if name == "dynamics":
+        import importlib
+
+        return importlib.import_module("inna_jax.dynamics")
+    raise AttributeError(f"module 'inna_jax' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -2,52 +2,104 @@
 
 Each subcommand lives in a module of :mod:`inna_jax.reproduce` that defines
 ``add_arguments(parser)`` and ``main(args) -> int``; its docstring's first line is the help.
+Only the module of the command that runs is imported: ``inna-jax --help`` reads the
+docstrings from the source files, so it needs neither Flax nor diffrax nor matplotlib.
+A bad flag value is one line on stderr and exit status 2 (see
+:mod:`inna_jax.reproduce.cli_args`).
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+from inna_jax.reproduce import cli_args
 
 # subcommand -> module in inna_jax.reproduce
 COMMANDS: dict[str, str] = {
-    "figure1": "inna_jax.reproduce.figure1",
     "demo": "inna_jax.reproduce.demo",
-    "benchmark": "inna_jax.reproduce.figure2",
-    "train": "inna_jax.train._command",
+    "train": "inna_jax.reproduce.train",
+    "figure1": "inna_jax.reproduce.figure1",
+    "figure2": "inna_jax.reproduce.figure2",
     "egn": "inna_jax.reproduce.egn",
     "dynamics-ntk": "inna_jax.reproduce.hb_nag_ntk",
     "egn-rl": "inna_jax.reproduce.egn_rl",
 }
+#: old name -> current name; the old name still works and says so on stderr.
+ALIASES: dict[str, str] = {"benchmark": "figure2"}
+
+_ROOT = Path(__file__).resolve().parent.parent
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with one subparser per entry of :data:`COMMANDS`."""
-    parser = argparse.ArgumentParser(
+def _docstring(module_name: str) -> str:
+    """A module's docstring, read from its source without importing it."""
+    path = _ROOT.joinpath(*module_name.split(".")).with_suffix(".py")
+    return ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser, one subparser per entry of :data:`COMMANDS` and :data:`ALIASES`.
+
+    Args:
+        command: the only subcommand whose module is imported and whose flags are added
+            (an alias counts as its target); ``""``: none; ``None``: all of them.
+    """
+    parser = cli_args.ArgumentParser(
         prog="inna-jax",
-        description="Inertial-Newton and Gauss-Newton training in JAX: demo and paper figures.",
+        description="Inertial-Newton and Gauss-Newton training in JAX: demo, training and "
+        "the papers' figures. 'inna-jax COMMAND --help' explains each command.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, module_name in COMMANDS.items():
-        module = importlib.import_module(module_name)
-        summary = (module.__doc__ or "").strip().splitlines()[0]
+    names = {**{name: name for name in COMMANDS}, **ALIASES}
+    wanted = ALIASES.get(command, command)
+    for name, target in names.items():
+        doc = _docstring(COMMANDS[target])
+        summary = doc.splitlines()[0] if doc else ""
+        if name in ALIASES:
+            summary = f"old name of '{target}'"
         p = sub.add_parser(
             name,
             help=summary,
-            description=(module.__doc__ or "").strip(),
+            description=doc,
             formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         )
-        module.add_arguments(p)
-        p.set_defaults(_module=module)
+        if wanted is None or target == wanted:
+            module = importlib.import_module(COMMANDS[target])
+            module.add_arguments(p)
+            p.set_defaults(_module=module, _name=target)
     return parser
 
 
+def _command_of(argv: Sequence[str]) -> str | None:
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg if arg in COMMANDS or arg in ALIASES else None
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``inna-jax`` console script."""
-    args = build_parser().parse_args(argv)
-    return int(args._module.main(args) or 0)
+    """Entry point of the ``inna-jax`` console script.
+
+    Returns the command's exit status: 0 on success, 2 for a usage error (one line on
+    stderr naming the flag).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = _command_of(argv)
+    if command in ALIASES:
+        print(
+            f"inna-jax {command}: this command is now 'inna-jax {ALIASES[command]}' "
+            "(the old name still works)",
+            file=sys.stderr,
+        )
+    args = build_parser(command or "").parse_args(argv)
+    try:
+        return int(args._module.main(args) or 0)
+    except cli_args.UsageError as err:
+        return cli_args.fail(f"inna-jax {args._name}", str(err))
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ def test_make_optimizer_steps_match_the_protocol():
     theta = {"w": jnp.array([1.0, -2.0], jnp.float64)}
     g = {"w": jnp.array([0.5, 0.25], jnp.float64)}
     g0 = 0.2
-    # SGD: gamma_k = gamma_0 / sqrt(k + 1).
-    tx = figure2.make_optimizer("SGD", g0)
+    # SGD: gamma_k = gamma_0 / sqrt(k + 1). (make_optimizer gives an OptimizerSpec.)
+    tx = figure2.make_optimizer("SGD", g0).build()
     state = tx.init(theta)
     for k in range(3):
         u, state = tx.update(g, state, theta)
@@ -27,7 +27,7 @@ def test_make_optimizer_steps_match_the_protocol():
     # INNA (alpha, beta): Castera et al. (JMLR 2021) Algorithm 1 transcribed in NumPy,
     # psi_0 = (1 - a b) theta_0.
     for method, (a, b) in figure2.INNA_SETTINGS.items():
-        tx = figure2.make_optimizer(method, g0)
+        tx = figure2.make_optimizer(method, g0).build()
         state, params = tx.init(theta), theta
         t, p = np.asarray(theta["w"]), (1 - a * b) * np.asarray(theta["w"])
         for k in range(3):
@@ -38,11 +38,14 @@ def test_make_optimizer_steps_match_the_protocol():
             phi = (1 / b - a) * t - p / b
             t, p = t + gamma * (phi - b * gk), p + gamma * phi
             np.testing.assert_allclose(params["w"], t, rtol=1e-12, err_msg=method)
+    # The three INNA settings are one family: one compiled step for all of them.
+    families = {figure2.make_optimizer(m, g0).family for m in figure2.INNA_SETTINGS}
+    assert len(families) == 1
     # Adam and Adagrad: constant learning rate; Adam's first step is -lr * sign(g).
-    tx = figure2.make_optimizer("Adam", g0)
+    tx = figure2.make_optimizer("Adam", g0).build()
     u, _ = tx.update(g, tx.init(theta), theta)
     np.testing.assert_allclose(u["w"], -g0 * np.ones(2), rtol=1e-6)
-    tx = figure2.make_optimizer("Adagrad", g0)
+    tx = figure2.make_optimizer("Adagrad", g0).build()
     u, _ = tx.update(g, tx.init(theta), theta)
     # optax.adagrad: sum of squares starts at 0.1, u = -lr g / sqrt(sum + eps), eps = 1e-7.
     expected = -g0 * np.asarray(g["w"]) / np.sqrt(0.1 + np.asarray(g["w"]) ** 2 + 1e-7)
@@ -89,9 +92,8 @@ def test_cli_grid_search_and_seeds(tmp_path, capsys):
         assert action.help, action.dest
     method = "INNA (0.5, 0.1)"
     args = parser.parse_args(
-        ["--methods", method, "--grid", f"{method}=0.01,0.3", "--epochs", "1",
-         "--grid-epochs", "1", "--seeds", "2", "--num-train", "64", "--num-test", "32",
-         "--out", str(tmp_path)]
+        ["--methods", "inna(0.5,0.1)", "--grid", "Inna (0.5, 0.1)=0.01,0.3", "--epochs", "1",
+         "--seeds", "2", "--num-train", "64", "--num-test", "32", "--out", str(tmp_path)]
     )  # fmt: skip
     assert figure2.main(args) == 0
     printed = capsys.readouterr().out
@@ -113,6 +115,8 @@ def test_cli_grid_search_and_seeds(tmp_path, capsys):
         "SGD", "INNA (0.5, 0.1)", "Adam"]  # fmt: skip
     with pytest.raises(argparse.ArgumentTypeError, match="METHOD=v1"):
         figure2._parse_grid("Lion=0.1")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["setting"]["grid_epochs"] == 1  # --grid-epochs defaults to at most --epochs
 
 
 def test_cifar100_wiring(tmp_path):
@@ -166,3 +170,42 @@ def test_cli_missing_cifar_is_a_usage_error(tmp_path, capsys):
     args = parser.parse_args(["--dataset", "cifar100", "--data-dir", str(tmp_path)])
     assert figure2.main(args) == 2
     assert "cifar-100-python/train" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--dataset", "cifar100"], "--dataset cifar100 needs --data-dir"),
+        (["--methods", "adam,lion"], "--methods: unknown method 'lion'; choose from SGD"),
+        (["--epochs", "1", "--grid-epochs", "2"], "--grid-epochs 2 must be at most --epochs 1"),
+        (["--seeds", "0"], "argument --seeds: must be an integer >= 1, got '0'"),
+        (["--grid", "SGD=0.1,-1"], "argument --grid: values must be finite numbers > 0"),
+        (["--batch-size", "5000"], "must be at most the 1348 training examples"),
+        (["--devices", "16"], "--devices 16: JAX sees only 8 device(s)"),
+    ],
+)
+def test_usage_errors(argv, message, tmp_path, capsys):
+    from inna_jax import cli
+
+    try:
+        status = cli.main(["figure2", *argv, "--out", str(tmp_path)])
+    except SystemExit as exit_info:
+        status = exit_info.code
+    err = capsys.readouterr().err
+    assert status == 2 and message in err, err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_benchmark_is_an_alias_of_figure2(tmp_path, capsys):
+    from inna_jax import cli
+
+    status = cli.main(
+        ["benchmark", "--methods", "Adam", "--grid", "adam=0.01", "--epochs", "1", "--seeds",
+         "1", "--num-train", "64", "--num-test", "32", "--out", str(tmp_path)]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert status == 0
+    assert captured.err.strip().splitlines()[0] == (
+        "inna-jax benchmark: this command is now 'inna-jax figure2' (the old name still works)"
+    )
+    assert json.loads((tmp_path / "table.json").read_text())[0]["method"] == "Adam"

@@ -143,13 +143,11 @@ def _input_recorder() -> optax.GradientTransformationExtraArgs:
     return optax.GradientTransformationExtraArgs(init, update)
 
 
-def test_extra_args_pass_the_batch_to_the_optimizer():
+def test_the_optimizer_always_gets_the_batch():
     data = _small_digits(64, 20)
     model = MLP(64, (), 10, rngs=nnx.Rngs(0))
     before = _linear_params(model)
-    result = fit(
-        model, _input_recorder(), data, epochs=1, batch_size=16, extra_args=True, quiet=True
-    )
+    result = fit(model, _input_recorder(), data, epochs=1, batch_size=16, quiet=True)
     sx = sy = 0.0
     for k in range(4):
         idx = batch_at_step(64, 16, seed=0, step=k)
@@ -158,6 +156,22 @@ def test_extra_args_pass_the_batch_to_the_optimizer():
     np.testing.assert_allclose(float(result.opt_state[0]), sx, rtol=1e-5)
     assert float(result.opt_state[1]) == sy
     np.testing.assert_array_equal(_linear_params(model)[0], before[0])
+
+
+def test_extra_args_is_a_deprecated_no_op():
+    data = _small_digits(64, 20)
+    runs = []
+    for extra in (None, True, False):
+        model = MLP(64, (), 10, rngs=nnx.Rngs(0))
+        kwargs = {} if extra is None else {"extra_args": extra}
+        if extra is None:
+            fit(model, optax.sgd(0.1), data, epochs=1, batch_size=16, quiet=True, **kwargs)
+        else:
+            with pytest.warns(DeprecationWarning, match="extra_args=.*no effect"):
+                fit(model, optax.sgd(0.1), data, epochs=1, batch_size=16, quiet=True, **kwargs)
+        runs.append(_linear_params(model)[0])
+    np.testing.assert_array_equal(runs[0], runs[1])
+    np.testing.assert_array_equal(runs[0], runs[2])
 
 
 def _inf_at(step: int, lr: float = 0.1) -> optax.GradientTransformation:

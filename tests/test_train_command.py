@@ -1,12 +1,15 @@
-"""``inna-jax train``: the command-line face of fit, with its output files."""
+"""``inna-jax train``: the command-line face of fit, with its output files and errors."""
 
 import json
 
 import numpy as np
 import pytest
 
+from inna_jax import cli
 from inna_jax.cli import build_parser
-from inna_jax.train._command import make_optimizer, run
+from inna_jax.reproduce.cli_args import UsageError
+from inna_jax.reproduce.registry import make_optimizer
+from inna_jax.reproduce.train import run
 
 
 def test_train_command_writes_metrics_summary_and_figure(tmp_path, capsys):
@@ -71,8 +74,43 @@ def test_regression_uses_mse_and_rmse(tmp_path):
 
 def test_bad_choices_raise(tmp_path):
     with pytest.raises(ValueError, match="optimizer must be one of"):
-        make_optimizer("lion", 0.1, alpha=0.5, beta=0.1, decay_power=0.5)
+        make_optimizer("lion", 0.1)
     with pytest.raises(ValueError, match="needs data_dir"):
         run(dataset="cifar100", out=tmp_path)
-    with pytest.raises(ValueError, match="model='cnn' takes digits or mnist1d"):
+    with pytest.raises(UsageError, match="model='cnn' takes digits or mnist1d"):
         run(dataset="diabetes", model="cnn", out=tmp_path)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--epochs", "-1"], "argument --epochs: must be an integer >= 0, got '-1'"),
+        (["--lr", "-1"], "argument --lr: must be a finite number > 0, got '-1'"),
+        (["--lr", "abc"], "argument --lr: expected a number, got 'abc'"),
+        (["--batch-size", "0"], "argument --batch-size: must be an integer >= 1, got '0'"),
+        (["--batch-size", "5000"], "--batch-size) must be at most the 1348 training examples"),
+        (["--devices", "99"], "--devices 99: JAX sees only 8 device(s) on this machine; on a CPU"),
+        (["--dataset", "cifar100"], "--dataset cifar100 needs --data-dir"),
+        (["--dataset", "cifar100", "--data-dir", "/nonexistent"], "CIFAR-100 not found"),
+        (["--optimizer", "lion"], "argument --optimizer: unknown value 'lion'; choose from"),
+    ],
+)
+def test_usage_errors_are_one_line_with_status_2(argv, message, tmp_path, capsys):
+    try:
+        status = cli.main(["train", *argv, "--out", str(tmp_path), "--quiet"])
+    except SystemExit as exit_info:  # argparse's own errors
+        status = exit_info.code
+    err = capsys.readouterr().err
+    assert status == 2
+    assert message in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_optimizer_names_are_case_insensitive(tmp_path, capsys):
+    args = build_parser("train").parse_args(
+        ["train", "--optimizer", "SGD", "--dataset", "Digits", "--num-train", "64",
+         "--epochs", "1", "--out", str(tmp_path), "--quiet"]
+    )  # fmt: skip
+    assert args.optimizer == "sgd" and args.dataset == "digits"
+    assert args._module.main(args) == 0
+    assert "epoch=1" in capsys.readouterr().out

@@ -43,3 +43,42 @@ def load_diabetes(*, test_fraction: float = 0.25, seed: int = 0) -> ArrayDataset
         x, y, test_fraction=test_fraction, seed=seed, standardize_targets=True
     )
     return ArrayDataset(x_tr, y_tr, x_te, y_te, num_classes=0, name="diabetes")
+
+
+def load_california(*, test_fraction: float = 0.25, seed: int = 0) -> ArrayDataset:
+    """California housing (20,640 districts, 8 features, median house value), if on disk.
+
+    scikit-learn downloads this set on first use; this loader never does (the project needs
+    no network): it reads scikit-learn's cache (``sklearn.datasets.get_data_home()``) and
+    raises ``FileNotFoundError`` when the set is not there. Features and target are
+    standardized with train-set statistics; the split is seeded.
+
+    Raises:
+        FileNotFoundError: when scikit-learn has no copy on disk; the message says how to
+            get one.
+
+    Example:
+        >>> from inna_jax.data import load_california
+        >>> try:
+        ...     data = load_california()
+        ... except FileNotFoundError:
+        ...     data = None  # not downloaded on this machine
+        >>> data is None or data.x_train.shape[1] == 8
+        True
+    """
+    try:
+        bunch = sklearn.datasets.fetch_california_housing(download_if_missing=False)
+    except OSError as err:
+        raise FileNotFoundError(
+            "California housing is not on disk (scikit-learn's data home "
+            f"{sklearn.datasets.get_data_home()!r}); fetch it once with "
+            "python -c 'import sklearn.datasets as d; d.fetch_california_housing()'"
+        ) from err
+    x_tr, y_tr, x_te, y_te = split_and_standardize(
+        bunch.data,
+        bunch.target.astype(np.float64),
+        test_fraction=test_fraction,
+        seed=seed,
+        standardize_targets=True,
+    )
+    return ArrayDataset(x_tr, y_tr, x_te, y_te, num_classes=0, name="california")

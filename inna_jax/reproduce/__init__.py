@@ -1,5 +1,10 @@
-"""One module per paper figure or table, plus the demo: the logic, the plots and the tables.
+"""The commands and the paper reproductions, over :mod:`inna_jax.train` and the dynamics.
 
-Each module defines ``add_arguments(parser)`` and ``main(args)``, used by :mod:`inna_jax.cli`,
-and a ``run(...)`` function with keyword arguments for use from Python.
+One module per command (``demo``, ``train``, ``figure1``, ``figure2``, ``egn``,
+``hb_nag_ntk``), each with ``add_arguments(parser)`` and ``main(args)`` for
+:mod:`inna_jax.cli` and a ``run(...)`` function with keyword arguments for use from Python;
+and the pieces they share: :mod:`~inna_jax.reproduce.registry` (data sets, models,
+optimizers), :mod:`~inna_jax.reproduce.protocol` (groups of runs, grid search),
+:mod:`~inna_jax.reproduce.plots` (band plots) and :mod:`~inna_jax.reproduce.cli_args`
+(flags and usage errors). Importing this package imports nothing heavy.
 """

@@ -15,24 +15,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-import optax
-from flax import nnx
-
-import inna_jax
-from inna_jax.data import load_digits
-from inna_jax.models import MLP
-from inna_jax.train import fit
+from inna_jax.reproduce import cli_args, plots
+from inna_jax.reproduce import registry as reg
 
 
 def optimizers(
     inna_lr: float, sgd_lr: float, adagrad_lr: float, adam_lr: float, alpha: float, beta: float
-) -> dict[str, optax.GradientTransformation]:
-    """The four optimizers of the demo, by name."""
+) -> dict[str, Any]:
+    """The four optimizers of the demo, by name, as :class:`~inna_jax.train.OptimizerSpec`
+    (constant steps)."""
     return {
-        f"INNA (alpha={alpha:g}, beta={beta:g})": inna_jax.inna(inna_lr, alpha, beta),
-        "SGD": optax.sgd(sgd_lr),
-        "Adagrad": optax.adagrad(adagrad_lr),
-        "Adam": optax.adam(adam_lr),
+        f"INNA (alpha={alpha:g}, beta={beta:g})": reg.make_optimizer(
+            "inna", inna_lr, alpha=alpha, beta=beta, decay_power=0.0
+        ),
+        "SGD": reg.make_optimizer("sgd", sgd_lr, decay_power=0.0),
+        "Adagrad": reg.make_optimizer("adagrad", adagrad_lr),
+        "Adam": reg.make_optimizer("adam", adam_lr),
     }
 
 
@@ -57,11 +55,23 @@ def run(
         One dict per method: ``method``, ``train_loss``, ``test_accuracy``, ``seconds`` and
         ``history`` (the per-epoch metrics of :func:`inna_jax.train.fit`).
     """
+    from flax import nnx
+
+    from inna_jax.data import load_digits
+    from inna_jax.models import MLP
+    from inna_jax.train import fit
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data = load_digits(seed=seed)
+    if batch_size > len(data.x_train):
+        raise cli_args.UsageError(
+            f"batch_size (--batch-size) must be at most the {len(data.x_train)} training "
+            f"digits, got {batch_size}"
+        )
     results = []
     txs = optimizers(inna_lr, sgd_lr, adagrad_lr, adam_lr, alpha, beta)
+    rates = dict(zip(txs, (inna_lr, sgd_lr, adagrad_lr, adam_lr), strict=True))
     for name, tx in txs.items():
         model = MLP(64, hidden, 10, rngs=nnx.Rngs(seed))  # same initial weights for all
         start = time.perf_counter()
@@ -80,41 +90,53 @@ def run(
         results.append(
             dict(
                 method=name,
+                learning_rate=rates[name],
                 train_loss=float(last["train_loss"]),
                 test_accuracy=float(last["test_accuracy"]),
                 seconds=seconds,
                 history=result.history,
             )
         )
-    _write(results, out)
+    _write(results, out, hidden=hidden, batch_size=batch_size, seed=seed)
     return results
 
 
-def _write(results: list[dict[str, Any]], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def _write(results: list[dict[str, Any]], out: Path, *, hidden, batch_size, seed) -> None:
     with open(out / "results.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["method", "train_loss", "test_accuracy", "seconds"])
+        writer.writerow(["method", "learning_rate", "train_loss", "test_accuracy", "seconds"])
         for r in results:
-            writer.writerow([r["method"], r["train_loss"], r["test_accuracy"], r["seconds"]])
+            writer.writerow(
+                [r["method"], r["learning_rate"], r["train_loss"], r["test_accuracy"], r["seconds"]]
+            )
     (out / "results.json").write_text(json.dumps(results, indent=2, default=float))
 
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plots.figure(2, width=4.8, height=3.8)
+    ax_loss, ax_acc = axes[0]
+    accuracies = []
     for r in results:
         epochs = [h["epoch"] for h in r["history"]]
-        ax_loss.semilogy(epochs, [h["train_loss"] for h in r["history"]], label=r["method"])
-        ax_acc.plot(epochs, [h["test_accuracy"] for h in r["history"]], label=r["method"])
-    ax_loss.set(xlabel="epoch", ylabel="training loss (cross-entropy)", title="Training loss")
-    ax_acc.set(xlabel="epoch", ylabel="test accuracy", title="Test accuracy")
-    ax_acc.legend()
-    fig.suptitle("scikit-learn digits, MLP, batch 32")
-    fig.tight_layout()
-    fig.savefig(out / "demo.png", dpi=120)
-    plt.close(fig)
+        label = f"{r['method']}, lr={r['learning_rate']:g}"
+        ax_loss.semilogy(epochs, [h["train_loss"] for h in r["history"]], label=label)
+        accuracies += [h["test_accuracy"] for h in r["history"][1:]]
+        ax_acc.plot(epochs, [h["test_accuracy"] for h in r["history"]], label=label)
+    ax_loss.set(xlabel="epoch", ylabel="training loss (cross-entropy)", title="training loss")
+    ax_acc.set(xlabel="epoch", ylabel="test accuracy", title="test accuracy")
+    last = max(len(r["history"]) for r in results) - 1
+    if last >= 2:  # zoom to the trained epochs: epoch 0 is chance level
+        ax_acc.set_xlim(1, last)
+        ax_acc.set_title("test accuracy (from epoch 1)")
+    plots.zoom(ax_acc, accuracies, lower=0, upper=1)
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        plots.integer_ticks(ax)
+    plots.legend_outside(fig, ax_loss, where="bottom", ncols=2)
+    widths = "-".join(str(h) for h in hidden)
+    fig.suptitle(
+        f"scikit-learn digits, MLP 64-{widths}-10, batch {batch_size}, constant steps, seed {seed}",
+        fontsize=10,
+    )
+    plots.save(fig, out / "demo.png")
 
 
 def format_table(results: list[dict[str, Any]]) -> str:
@@ -133,16 +155,22 @@ def format_table(results: list[dict[str, Any]]) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The demo's command-line flags."""
+    pos, posf = cli_args.positive_int, cli_args.positive_float
     parser.add_argument("--out", default="out/demo", help="output folder for PNG/CSV/JSON")
-    parser.add_argument("--epochs", type=int, default=20, help="epochs per method")
-    parser.add_argument("--batch-size", type=int, default=32, help="mini-batch size")
-    parser.add_argument("--seed", type=int, default=0, help="seed of weights, split and batches")
-    parser.add_argument("--inna-lr", type=float, default=0.1, help="INNA step size gamma")
-    parser.add_argument("--alpha", type=float, default=0.5, help="INNA friction alpha")
-    parser.add_argument("--beta", type=float, default=0.1, help="INNA Newtonian damping beta")
-    parser.add_argument("--sgd-lr", type=float, default=0.1, help="SGD learning rate")
-    parser.add_argument("--adagrad-lr", type=float, default=0.05, help="Adagrad learning rate")
-    parser.add_argument("--adam-lr", type=float, default=1e-3, help="Adam learning rate")
+    parser.add_argument("--epochs", type=cli_args.nonnegative_int, default=20, help="epochs")
+    parser.add_argument("--batch-size", type=pos, default=32, help="mini-batch size")
+    parser.add_argument(
+        "--seed",
+        type=cli_args.nonnegative_int,
+        default=0,
+        help="seed of weights, split and batches",
+    )
+    parser.add_argument("--inna-lr", type=posf, default=0.1, help="INNA step size gamma")
+    parser.add_argument("--alpha", type=posf, default=0.5, help="INNA friction alpha")
+    parser.add_argument("--beta", type=posf, default=0.1, help="INNA Newtonian damping beta")
+    parser.add_argument("--sgd-lr", type=posf, default=0.1, help="SGD learning rate")
+    parser.add_argument("--adagrad-lr", type=posf, default=0.05, help="Adagrad learning rate")
+    parser.add_argument("--adam-lr", type=posf, default=1e-3, help="Adam learning rate")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

@@ -1,4 +1,4 @@
-"""EGN vs SGN, SGD and Adam on regression and classification (MLP 32-64-32; CPU, a few minutes).
+"""EGN vs SGN, SGD and Adam on regression and classification (MLP 32-64-32; CPU, about a minute).
 
 The EGN paper (Korbit et al. 2024) compares its exact Gauss-Newton optimizer with SGN and
 tuned first-order methods on small supervised problems. This command trains the same
@@ -13,9 +13,10 @@ mnist1d (classification) with
   too); the best rate per method and data set is the one with the best mean final test
   metric (a choice made on the test set, the same for every method).
 
-Every method starts from the same weights and sees the same batches for a given seed.
-The command prints a table (final test RMSE or accuracy, mean and standard deviation over
-seeds, training seconds, steps, runs stopped by a non-finite loss) and writes
+Every method starts from the same weights and sees the same batches for a given seed. Each
+method's grid and seeds train together as one group of runs (one compiled program). The
+command prints a table (final test RMSE or accuracy, mean and standard deviation over seeds,
+training seconds per run, steps, runs stopped by a non-finite loss) and writes
 ``egn_curves.png`` (test metric against wall-clock time and against steps), ``table.csv``,
 ``table.json``, ``histories.csv`` (one row per run and epoch) and ``summary.json`` into
 ``--out``. ``--full`` uses the paper-like settings (5 seeds, more epochs).
@@ -31,159 +32,114 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import optax
-from flax import nnx
 
-import inna_jax
-from inna_jax.data import ArrayDataset, load_diabetes, load_digits, load_mnist1d
-from inna_jax.models import MLP
-from inna_jax.train import fit
+from inna_jax.reproduce import cli_args, plots
+from inna_jax.reproduce import registry as reg
 
 HIDDEN = (32, 64, 32)
 DATASETS = ("diabetes", "california", "digits", "mnist1d")
+METHODS = ("egn", "egn_lm", "sgn", "sgd", "adam")
 SGD_GRID = (1e-3, 1e-2, 1e-1)
 ADAM_GRID = (1e-4, 3e-4, 1e-3, 3e-3)
 DEFAULT_EPOCHS = {"diabetes": 30, "california": 2, "digits": 5, "mnist1d": 4}
 FULL_EPOCHS = {"diabetes": 100, "california": 10, "digits": 30, "mnist1d": 30}
 
 
-def load_california(seed: int = 0) -> ArrayDataset | None:
-    """California housing if scikit-learn finds it on disk (no download), else ``None``."""
-    import sklearn.datasets
+def load(name: str):
+    """One of :data:`DATASETS`, or ``None`` for California housing when it is not on disk.
 
-    from inna_jax.data._arrays import split_and_standardize
-
+    Example:
+        >>> from inna_jax.reproduce import egn
+        >>> egn.load("diabetes").task
+        'regression'
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {DATASETS}")
     try:
-        bunch = sklearn.datasets.fetch_california_housing(download_if_missing=False)
-    except OSError:
-        return None
-    x_tr, y_tr, x_te, y_te = split_and_standardize(
-        bunch.data, bunch.target.astype(np.float64), test_fraction=0.25, seed=seed,
-        standardize_targets=True,
-    )  # fmt: skip
-    return ArrayDataset(x_tr, y_tr, x_te, y_te, num_classes=0, name="california")
+        return reg.load_dataset(name)
+    except FileNotFoundError:
+        if name == "california":
+            return None
+        raise
 
 
-def load(name: str) -> ArrayDataset | None:
-    """One of :data:`DATASETS` (``None`` for California housing when it is not on disk)."""
-    if name == "diabetes":
-        return load_diabetes()
-    if name == "digits":
-        return load_digits()
-    if name == "mnist1d":
-        return load_mnist1d()
-    if name == "california":
-        return load_california()
-    raise ValueError(f"unknown dataset {name!r}; expected one of {DATASETS}")
-
-
-def make_model(data: ArrayDataset, seed: int) -> MLP:
+def make_model(data, seed: int):
     """The MLP 32-64-32 for ``data`` (one output for regression)."""
-    in_features = int(np.prod(data.x_train.shape[1:]))
-    out = data.num_classes if data.num_classes > 0 else 1
-    return MLP(in_features, HIDDEN, out, rngs=nnx.Rngs(seed))
+    return reg.make_model("mlp", data, seed, hidden=HIDDEN)
 
 
-def make_optimizer(
-    method: str, model: MLP, loss: str, lr: float, egn_regularizer: float
-) -> optax.GradientTransformation:
+def make_optimizer(method: str, model, loss: str, lr: float, egn_regularizer: float):
     """``"egn"``, ``"egn_lm"``, ``"sgn"``, ``"sgd"`` or ``"adam"`` for ``model``.
 
     ``"egn"`` is EGN with the Armijo line search and a fixed :math:`\\lambda`; ``"egn_lm"`` adds
     the Levenberg-Marquardt adaptive :math:`\\lambda`. The model's graph gives ``predict_fn``.
+
+    Returns:
+        An :class:`~inna_jax.train.OptimizerSpec` of :mod:`inna_jax.reproduce.registry`.
     """
-    graphdef, _ = nnx.split(model, nnx.Param)
-
-    def predict_fn(params, x):
-        return nnx.merge(graphdef, params)(x)
-
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
     if method in ("egn", "egn_lm"):
-        return inna_jax.egn(
-            predict_fn,
-            loss,
-            learning_rate=lr,
-            regularizer=egn_regularizer,
-            line_search=True,
-            adaptive_regularization=method == "egn_lm",
-        )
+        return reg.make_optimizer(
+            method, lr, model=model, loss=loss, regularizer=egn_regularizer
+        )  # fmt: skip
     if method == "sgn":
-        return inna_jax.sgn(predict_fn, loss, learning_rate=lr, regularizer=1e-3)
-    if method == "sgd":
-        return optax.sgd(lr)
-    if method == "adam":
-        return optax.adam(lr)
-    raise ValueError(f"unknown method {method!r}")
+        return reg.make_optimizer(method, lr, model=model, loss=loss)
+    return reg.make_optimizer(method, lr)
 
 
-def _train(data, method, lr, *, seed, epochs, batch_size, egn_regularizer, quiet):
-    loss = "cross_entropy" if data.num_classes > 0 else "mse"
-    model = make_model(data, seed)
-    tx = make_optimizer(method, model, loss, lr, egn_regularizer)
-    result = fit(
-        model,
-        tx,
-        data,
-        epochs=epochs,
-        batch_size=batch_size,
-        loss=loss,
-        seed=seed,
-        extra_args=method in ("egn", "egn_lm", "sgn"),
-        quiet=quiet,
-        desc=f"{data.name} {method} lr={lr:g} seed={seed}",
-    )
-    return result.history
-
-
-def _metric(data: ArrayDataset) -> str:
+def _metric(data) -> str:
     return "test_accuracy" if data.num_classes > 0 else "test_rmse"
 
 
-def _better(data: ArrayDataset, a: float, b: float) -> bool:
-    """Is ``a`` better than ``b`` (higher accuracy, lower RMSE; NaN is worst)?"""
-    if not np.isfinite(a):
-        return False
-    if not np.isfinite(b):
-        return True
-    return a > b if data.num_classes > 0 else a < b
+def _label(method: str, lr: float) -> str:
+    return f"{reg.OPTIMIZERS[method].label.upper()} (lr={lr:g})"
 
 
-def _plot(path: Path, curves: dict[str, dict[str, list]], datasets: list[ArrayDataset]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, len(datasets), figsize=(4.2 * len(datasets), 6.5), squeeze=False)
+def _plot(
+    path: Path, curves: dict, datasets: list, *, batch_size: int, seeds: int, lam: float
+) -> None:
+    fig, axes = plots.figure(len(datasets), 2, width=4.4, height=3.3)
     for col, data in enumerate(datasets):
         key = _metric(data)
-        for label, hist_list in curves[data.name].items():
-            for row, xkey in enumerate(("time_s", "step")):
-                ax = axes[row, col]
-                n = min(len(hist) for hist in hist_list)  # a stopped run is shorter
-                xs = np.mean([[h[xkey] for h in hist[:n]] for hist in hist_list], axis=0)
-                ys = np.array([[h[key] for h in hist[:n]] for hist in hist_list], dtype=float)
-                (line,) = ax.plot(xs, ys.mean(0), label=label)
-                if len(hist_list) > 1:
-                    ax.fill_between(xs, ys.min(0), ys.max(0), alpha=0.2, color=line.get_color())
-                ax.set_xlabel("wall-clock seconds" if xkey == "time_s" else "steps")
-                ax.set_ylabel(key.replace("_", " "))
-                if data.num_classes == 0:
-                    ax.set_yscale("log")
-        axes[0, col].set_title(data.name)
-        axes[0, col].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        for label, (hist_list, per_run) in curves[data.name].items():
+            n = min(len(hist) for hist in hist_list)  # a stopped run is shorter
+            ys = np.array([[h[key] for h in hist[:n]] for hist in hist_list], dtype=float)
+            steps = np.mean([[h["step"] for h in hist[:n]] for hist in hist_list], axis=0)
+            secs = np.mean([[h["time_s"] for h in hist[:n]] for hist in hist_list], axis=0)
+            line = plots.band(axes[0, col], secs / per_run, ys, label=label)
+            plots.band(axes[1, col], steps, ys, label=label, color=line.get_color())
+        for row, xlabel in enumerate(("wall-clock seconds per run", "steps")):
+            ax = axes[row, col]
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(key.replace("_", " "))
+            ax.grid(alpha=0.3)
+            if data.num_classes == 0:
+                ax.set_yscale("log")
+        axes[0, col].set_title(f"{data.name} ({key.replace('test_', 'test ')})", fontsize=10)
+        axes[1, col].legend(
+            fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=2, frameon=False
+        )
+    import textwrap
+
+    spread = f"mean and min-max band over {seeds} seeds" if seeds > 1 else "one seed"
+    title = (
+        f"EGN, SGN, SGD and Adam, MLP {'-'.join(map(str, HIDDEN))}, batch {batch_size} "
+        f"({spread}); EGN λ={lam:g} with Armijo line search, SGN λ=1e-3 with 10 CG iterations; "
+        "seconds per run = the group's wall time / its runs"
+    )
+    fig.suptitle(textwrap.fill(title, 55 * len(datasets)), fontsize=9)
+    plots.save(fig, path, dpi=110)
 
 
 def _format_table(rows: list[dict[str, Any]]) -> str:
-    head = f"{'dataset':<11}{'method':<17}{'metric':<14}{'final (mean ± std)':<22}{'seconds':>9}"
+    head = f"{'dataset':<11}{'method':<17}{'metric':<14}{'final (mean ± std)':<22}{'s/run':>9}"
     lines = [head + f"{'steps':>8}{'stopped':>9}", "-" * (len(head) + 17)]
     for r in rows:
         final = f"{r['final_mean']:.4f} ± {r['final_std']:.4f}"
         lines.append(
             f"{r['dataset']:<11}{r['method']:<17}{r['metric']:<14}{final:<22}"
-            f"{r['seconds']:>9.1f}{r['steps']:>8d}{r['stopped']:>9d}"
+            f"{r['seconds']:>9.2f}{r['steps']:>8d}{r['stopped']:>9d}"
         )
     return "\n".join(lines)
 
@@ -202,8 +158,14 @@ def run(
     adam_grid: tuple[float, ...] = ADAM_GRID,
     quiet: bool = True,
     blas_threads: int = 1,
+    mesh: Any = None,
 ) -> list[dict[str, Any]]:
     """Trains EGN, SGN and the tuned SGD and Adam on each data set; writes table and figure.
+
+    For each data set and method, the runs of every candidate rate and every seed form one
+    group (:func:`inna_jax.reproduce.protocol.grid_search`); the best rate is the one with
+    the best mean final test metric. ``seconds`` and the time axis of the figure are the
+    group's training wall time divided by its number of runs.
 
     Args:
         out: output folder.
@@ -219,17 +181,27 @@ def run(
         adam_grid: Adam learning rates tried.
         quiet: turn the progress bars off.
         blas_threads: OpenBLAS/LAPACK threads during the run (``threadpoolctl``).
+        mesh: a mesh for the groups of runs (:func:`inna_jax.train.run_mesh`), or ``None``.
 
     Returns:
         One row per (data set, method): ``dataset``, ``method``, ``learning_rate``, ``metric``,
-        ``final_mean``, ``final_std``, ``seconds`` (mean training time), ``steps`` and
+        ``final_mean``, ``final_std``, ``seconds`` (training seconds per run), ``steps`` and
         ``stopped`` (seeds whose run hit a non-finite loss and stopped early; their final
         metric is that of the last finite parameters).
+
+    Raises:
+        ValueError: for an unknown data set, or when no requested data set is available.
     """
+    import scipy.linalg.cython_lapack  # noqa: F401  (see below)
     from threadpoolctl import threadpool_limits
 
+    bad = [d for d in datasets if d not in DATASETS]
+    if bad or not datasets:
+        raise ValueError(f"datasets must be a non-empty subset of {DATASETS}, got {datasets}")
     # One LAPACK thread: jaxlib's CPU Cholesky calls OpenBLAS, whose threaded potrf for
-    # n >= 256 (EGN's b*C = 320 here) spins for ~0.2 s per call on a busy machine.
+    # n >= 256 (EGN's b*C = 320 here) spins for ~0.2 s per call on a busy machine. That is
+    # SciPy's OpenBLAS (jaxlib takes its LAPACK from scipy.linalg.cython_lapack), loaded
+    # above: threadpoolctl limits only the libraries already loaded when it is entered.
     with threadpool_limits(limits=blas_threads, user_api="blas"):
         return _run(
             out=Path(out),
@@ -237,30 +209,37 @@ def run(
             seeds=seeds,
             epochs={**DEFAULT_EPOCHS, **(epochs or {})},
             batch_size=batch_size,
-            egn_learning_rates=tuple(egn_learning_rates),
+            grids={
+                "egn": tuple(egn_learning_rates),
+                "egn_lm": tuple(egn_learning_rates),
+                "sgn": tuple(sgn_learning_rates),
+                "sgd": tuple(sgd_grid),
+                "adam": tuple(adam_grid),
+            },
             egn_regularizer=egn_regularizer,
-            sgn_learning_rates=tuple(sgn_learning_rates),
-            sgd_grid=sgd_grid,
-            adam_grid=adam_grid,
             quiet=quiet,
+            mesh=mesh,
         )
 
 
-def _run(
-    *,
-    out,
-    datasets,
-    seeds,
-    epochs,
-    batch_size,
-    egn_learning_rates,
-    egn_regularizer,
-    sgn_learning_rates,
-    sgd_grid,
-    adam_grid,
-    quiet,
-) -> list[dict[str, Any]]:
-    out.mkdir(parents=True, exist_ok=True)
+#: Gauss-Newton methods: on CPU their groups loop over the runs (see ``_run``).
+GAUSS_NEWTON = ("egn", "egn_lm", "sgn")
+
+
+def _run(*, out, datasets, seeds, epochs, batch_size, grids, egn_regularizer, quiet, mesh):
+    import jax
+
+    from inna_jax.reproduce import protocol
+
+    # On CPU the Gauss-Newton groups apply one compiled single-run step to each run in turn
+    # (fit_many's strategy="loop"): their steps are compute-bound (a bC x bC Gram matrix and
+    # its Cholesky), so a vmapped program is no faster there, and the single-run program
+    # gives each run exactly the numbers of a separate run, while a vmapped float32 program
+    # differs in the last bits, which SGN's CG and line search and the Levenberg-Marquardt
+    # rule amplify. SGD and Adam groups are vmapped. On accelerators every group is vmapped.
+    cpu = (jax.devices()[0] if mesh is None else mesh.devices.flat[0]).platform == "cpu"
+    runs_axis = mesh is not None and dict(mesh.shape).get("runs", 1) > 1
+
     loaded, skipped = [], []
     for name in datasets:
         data = load(name)
@@ -269,52 +248,62 @@ def _run(
             print(f"skipping {name}: scikit-learn does not have it on disk (no download)")
         else:
             loaded.append(data)
+    if not loaded:
+        raise ValueError(
+            "no data set left to run: " + "; ".join(skipped) + f"; choose among {DATASETS}"
+        )
+    too_small = [d.name for d in loaded if len(d.x_train) < batch_size]
+    if too_small:
+        raise cli_args.UsageError(
+            f"batch_size (--batch-size) {batch_size} is larger than the training set of "
+            f"{', '.join(too_small)}"
+        )
+    out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     history_rows: list[dict[str, Any]] = []
-    curves: dict[str, dict[str, list]] = {}
+    curves: dict[str, dict[str, tuple]] = {}
     start = time.perf_counter()
     for data in loaded:
         key = _metric(data)
         ep = int(epochs[data.name])
+        loss = reg.loss_for(data)
+        models = protocol.cached_models(lambda s, data=data: make_model(data, s))
+        model0 = models(0)
         curves[data.name] = {}
-        candidates = [("egn", lr) for lr in egn_learning_rates]
-        candidates += [("egn_lm", lr) for lr in egn_learning_rates]
-        candidates += [("sgn", lr) for lr in sgn_learning_rates]
-        candidates += [("sgd", lr) for lr in sgd_grid] + [("adam", lr) for lr in adam_grid]
-        results: dict[tuple[str, float], list[list[dict]]] = {}
-        for method, lr in candidates:
-            results[(method, lr)] = [
-                _train(
-                    data,
-                    method,
-                    lr,
-                    seed=s,
-                    epochs=ep,
-                    batch_size=batch_size,
-                    egn_regularizer=egn_regularizer,
-                    quiet=quiet,
-                )
-                for s in range(seeds)
-            ]
-            for s, hist in enumerate(results[(method, lr)]):
-                for h in hist:
-                    history_rows.append(
-                        {"dataset": data.name, "method": method, "learning_rate": lr, "seed": s}
-                        | {k: h.get(k) for k in ("epoch", "step", "time_s", "train_loss")}
-                        | {"metric": key, "value": h.get(key)}
-                    )
-        for method in ("egn", "egn_lm", "sgn", "sgd", "adam"):
-            best = None
-            for (m, lr), hists in results.items():
-                if m != method:
-                    continue
-                finals = np.array([h[-1][key] for h in hists], dtype=float)
-                score = float(np.mean(finals))
-                if best is None or _better(data, score, best[0]):
-                    best = (score, lr, finals, hists)
-            _, lr, finals, hists = best
-            label = f"{method.upper().replace('_LM', '+LM')} (lr={lr:g})"
-            curves[data.name][label] = hists
+        for method in METHODS:
+            grid = grids[method]
+            found = protocol.grid_search(
+                data,
+                models,
+                make_optimizer(method, model0, loss, float(grid[0]), egn_regularizer),
+                grid,
+                score=lambda runs, key=key: float(np.mean([r.history[-1][key] for r in runs])),
+                higher_is_better=data.num_classes > 0,
+                seeds=range(seeds),
+                epochs=ep,
+                batch_size=batch_size,
+                loss=loss,
+                mesh=mesh,
+                quiet=quiet,
+                desc=f"{data.name} {method} ({len(grid)} rates x {seeds} seeds)",
+                strategy="loop" if cpu and method in GAUSS_NEWTON and not runs_axis else "auto",
+            )
+            per_run = len(grid) * seeds  # the group's time is shared by its runs
+            for lr, runs in found.results.items():
+                for s, run in enumerate(runs):
+                    for h in run.history:
+                        history_rows.append(
+                            {"dataset": data.name, "method": method, "learning_rate": lr}
+                            | {"seed": s, "epoch": h["epoch"], "step": h["step"]}
+                            | {"time_s": h["time_s"] / per_run, "train_loss": h["train_loss"]}
+                            | {"metric": key, "value": h.get(key)}
+                        )
+            lr = found.best
+            hists = [r.history for r in found.results[lr]]
+            finals = np.array([h[-1][key] for h in hists], dtype=float)
+            group_seconds = max(r.history[-1]["time_s"] for v in found.results.values() for r in v)
+            label = _label(method, lr)
+            curves[data.name][label] = (hists, per_run)
             rows.append(
                 {
                     "dataset": data.name,
@@ -323,39 +312,44 @@ def _run(
                     "metric": key,
                     "final_mean": float(np.mean(finals)),
                     "final_std": float(np.std(finals)),
-                    "seconds": float(np.mean([h[-1]["time_s"] for h in hists])),
+                    "seconds": float(group_seconds / per_run),
                     "steps": int(max(h[-1]["step"] for h in hists)),
-                    "stopped": int(sum(len(h) < ep + 1 for h in hists)),
+                    "stopped": int(sum(r.diverged for r in found.results[lr])),
                 }
             )
-    table = _format_table(rows)
-    print(table)
-    if loaded:
-        _plot(out / "egn_curves.png", curves, loaded)
+    print(_format_table(rows))
+    _plot(
+        out / "egn_curves.png",
+        curves,
+        loaded,
+        batch_size=batch_size,
+        seeds=seeds,
+        lam=egn_regularizer,
+    )
     with open(out / "table.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     (out / "table.json").write_text(json.dumps(rows, indent=2) + "\n")
-    if history_rows:
-        with open(out / "histories.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(history_rows[0]))
-            writer.writeheader()
-            writer.writerows(history_rows)
+    with open(out / "histories.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(history_rows[0]))
+        writer.writeheader()
+        writer.writerows(history_rows)
     summary = {
         "hidden": HIDDEN,
         "seeds": seeds,
         "epochs": {d.name: int(epochs[d.name]) for d in loaded},
         "batch_size": batch_size,
-        "egn": {"learning_rates": list(egn_learning_rates), "regularizer": egn_regularizer},
+        "egn": {"learning_rates": list(grids["egn"]), "regularizer": egn_regularizer},
         "sgn": {
-            "learning_rates": list(sgn_learning_rates),
-            "regularizer": 1e-3,
+            "learning_rates": list(grids["sgn"]),
+            "regularizer": reg.OPTIMIZERS["sgn"].hyperparams["regularizer"],
             "cg_iterations": 10,
         },
-        "sgd_grid": list(sgd_grid),
-        "adam_grid": list(adam_grid),
+        "sgd_grid": list(grids["sgd"]),
+        "adam_grid": list(grids["adam"]),
         "skipped": skipped,
+        "seconds": "training wall time of each method's group (rates x seeds) / its runs",
         "wall_seconds": time.perf_counter() - start,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -368,29 +362,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--datasets",
         nargs="+",
+        type=cli_args.choice(DATASETS),
         default=list(DATASETS),
-        choices=DATASETS,
         help="data sets (California housing only if already on disk)",
     )
-    parser.add_argument("--seeds", type=int, default=2, help="seeds per method")
+    parser.add_argument("--seeds", type=cli_args.positive_int, default=2, help="seeds per method")
     parser.add_argument(
-        "--epochs", type=int, default=None, help="epochs for every data set (default per set)"
+        "--epochs",
+        type=cli_args.positive_int,
+        default=None,
+        help="epochs for every data set (default per set)",
     )
-    parser.add_argument("--batch-size", type=int, default=32, help="batch size of every method")
     parser.add_argument(
-        "--egn-lr", type=float, nargs="+", default=[0.3, 1.0], help="EGN step caps tried"
+        "--batch-size", type=cli_args.positive_int, default=32, help="batch size of every method"
     )
-    parser.add_argument("--egn-regularizer", type=float, default=1.0, help="EGN initial lambda")
     parser.add_argument(
-        "--sgn-lr", type=float, nargs="+", default=[0.1, 1.0], help="SGN step caps tried"
+        "--egn-lr",
+        type=cli_args.positive_float,
+        nargs="+",
+        default=[0.3, 1.0],
+        help="EGN step caps tried",
+    )
+    parser.add_argument(
+        "--egn-regularizer",
+        type=cli_args.positive_float,
+        default=1.0,
+        help="EGN initial lambda",
+    )
+    parser.add_argument(
+        "--sgn-lr",
+        type=cli_args.positive_float,
+        nargs="+",
+        default=[0.1, 1.0],
+        help="SGN step caps tried",
     )
     parser.add_argument(
         "--full", action="store_true", help="paper-like run: 5 seeds and more epochs (slow)"
     )
-    parser.add_argument("--progress", action="store_true", help="show tqdm progress bars")
+    parser.add_argument("--progress", action="store_true", help="show a progress bar per group")
     parser.add_argument(
-        "--blas-threads", type=int, default=1, help="OpenBLAS/LAPACK threads (Cholesky on CPU)"
+        "--blas-threads",
+        type=cli_args.positive_int,
+        default=1,
+        help="OpenBLAS/LAPACK threads (Cholesky on CPU)",
     )
+    cli_args.add_parallel_arguments(parser, groups=True)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -399,16 +415,29 @@ def main(args: argparse.Namespace) -> int:
     epochs = dict(FULL_EPOCHS) if args.full else {}
     if args.epochs is not None:
         epochs = {name: args.epochs for name in DATASETS}
-    run(
-        out=args.out,
-        datasets=tuple(args.datasets),
-        seeds=seeds,
-        epochs=epochs,
-        batch_size=args.batch_size,
-        egn_learning_rates=tuple(args.egn_lr),
-        egn_regularizer=args.egn_regularizer,
-        sgn_learning_rates=tuple(args.sgn_lr),
-        quiet=not args.progress,
-        blas_threads=args.blas_threads,
-    )
+    cli_args.setup_parallel(args)
+    mesh = cli_args.device_mesh(args, groups=True)
+    if args.batch_size % args.data_devices:
+        raise cli_args.UsageError(
+            f"--batch-size {args.batch_size} must be a multiple of --data-devices "
+            f"{args.data_devices}"
+        )
+    try:
+        run(
+            out=args.out,
+            datasets=tuple(dict.fromkeys(args.datasets)),
+            seeds=seeds,
+            epochs=epochs,
+            batch_size=args.batch_size,
+            egn_learning_rates=tuple(args.egn_lr),
+            egn_regularizer=args.egn_regularizer,
+            sgn_learning_rates=tuple(args.sgn_lr),
+            quiet=not args.progress,
+            blas_threads=args.blas_threads,
+            mesh=mesh,
+        )
+    except ValueError as err:
+        if str(err).startswith("no data set left"):
+            raise cli_args.UsageError(f"--datasets: {err}") from err
+        raise
     return 0

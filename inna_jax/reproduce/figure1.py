@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from inna_jax.dynamics import compare
+from inna_jax.reproduce.cli_args import nonnegative_float, positive_float, positive_int
 
 #: The three (alpha, beta) panels of the paper.
 PANELS: tuple[tuple[float, float], ...] = ((0.5, 0.01), (0.5, 0.1), (1.3, 0.1))
@@ -148,28 +149,24 @@ def run(
 
 
 def _plot(path: Path, panels, paths, learning_rate: float, steps: int, initial_speed) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from inna_jax.reproduce import plots
 
     x1, x2 = np.meshgrid(np.linspace(-1.6, 1.6, 300), np.linspace(-0.4, 1.9, 300))
     grid = np.asarray(loss(jnp.stack([jnp.asarray(x1), jnp.asarray(x2)], axis=-1)))
-    fig, axes = plt.subplots(1, 4, figsize=(18, 5.0))
+    fig, axes = plots.figure(4, width=4.5, height=4.2)
+    axes = axes[0]
     colors = ["tab:blue", "tab:orange", "tab:green"]
     speed = "s = β" if initial_speed is None else f"s = {initial_speed:g}"
     for ax, (alpha, beta), (_, discrete, continuous) in zip(axes[:3], panels, paths, strict=False):
         ax.contour(x1, x2, np.log10(grid + 1e-3), levels=25, cmap="Greys", linewidths=0.6)
         ax.plot(discrete[:, 0], discrete[:, 1], color="tab:red", lw=1.6, label="INNA (discrete)")
         ax.plot(continuous[:, 0], continuous[:, 1], "k--", lw=1.0, label="DIN (diffrax)")
-        ax.plot(*THETA0, "ko", ms=5, label="start (−1, 1.5)")
-        ax.plot(*MINIMIZER, "r*", ms=12, label="minimiser (1, 1)")
+        ax.plot(*THETA0, "ko", ms=5, ls="none", label="start (−1, 1.5)")
+        ax.plot(*MINIMIZER, "r*", ms=12, ls="none", label="minimiser (1, 1)")
         ax.set_title(f"α = {alpha:g}, β = {beta:g}, {speed}", fontsize=10)
         ax.set_xlabel("θ₁")
         ax.set_ylabel("θ₂")
-        ax.legend(
-            loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=8, frameon=False
-        )
+    plots.legend_outside(fig, axes[0], where="bottom", ncols=4)
     ax = axes[3]
     # INNA curves first, then DIN: the two legend columns read INNA | DIN
     for which, style in ((1, {"lw": 1.5}), (2, {"ls": "--", "lw": 1.0})):
@@ -183,30 +180,34 @@ def _plot(path: Path, panels, paths, learning_rate: float, steps: int, initial_s
             )
     ax.set_xlabel("time t = kγ")
     ax.set_ylabel("J(θ)")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=8, frameon=False)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     ax.set_title("loss along the paths", fontsize=10)
     fig.suptitle(
-        f"INNA (γ = {learning_rate:g}, {steps:,} iterations, {speed}) and DIN (diffrax Tsit5, "
-        f"t₁ = {learning_rate * steps:g}) on J(θ) = 100(θ₂ − |θ₁|)² + |1 − θ₁|",
-        fontsize=11,
+        f"Figure 1: INNA (γ = {learning_rate:g}, {steps:,} iterations, {speed}) and DIN "
+        f"(diffrax Tsit5, t₁ = {learning_rate * steps:g}) on J(θ) = 100(θ₂ − |θ₁|)² + |1 − θ₁|",
+        fontsize=10,
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    plots.save(fig, path, dpi=110)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the flags of ``inna-jax figure1``."""
     parser.add_argument("--out", default="results/figure1", help="output folder")
     parser.add_argument(
-        "--learning-rate", type=float, default=LEARNING_RATE, help="constant INNA step size gamma"
+        "--learning-rate",
+        type=positive_float,
+        default=LEARNING_RATE,
+        help="constant INNA step size gamma",
     )
     parser.add_argument(
-        "--steps", type=int, default=STEPS, help="number of INNA iterations (DIN to steps*gamma)"
+        "--steps",
+        type=positive_int,
+        default=STEPS,
+        help="number of INNA iterations (DIN to steps*gamma)",
     )
     parser.add_argument(
         "--initial-speed",
-        type=float,
+        type=nonnegative_float,
         default=None,
         help="initial speed s in dtheta(0) = -s grad J(theta0); default: s = beta",
     )

@@ -7,7 +7,8 @@ training loss); several seeds, all methods starting from the same initial weight
 given seed; curves of log10 training loss and test accuracy (mean, min-max band) and a
 final table. The paper's setting is ``--dataset cifar100 --data-dir DIR --epochs 200
 --seeds 5`` (a Network-in-Network of 984,356 parameters; for accelerators). The default is
-a REDUCED setting that runs on a CPU in minutes: scikit-learn's 8x8 digits and a small CNN.
+a REDUCED setting that runs on a CPU in a minute: scikit-learn's 8x8 digits and a small CNN.
+Each method's gamma_0 grid trains as one group of runs, and so do its seeds.
 """
 
 from __future__ import annotations
@@ -16,34 +17,28 @@ import argparse
 import csv
 import json
 import math
-import sys
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-import jax
 import numpy as np
-import optax
-from flax import nnx
 
-import inna_jax
-from inna_jax.data import ArrayDataset, load_cifar100, load_digits, load_mnist1d
-from inna_jax.models import NiN, SmallCNN, count_params
-from inna_jax.train import add_parallel_arguments, data_mesh, fit, setup_parallel
+from inna_jax.reproduce import cli_args, plots
+from inna_jax.reproduce import registry as reg
 
-METHODS = (
-    "SGD",
-    "Adagrad",
-    "Adam",
-    "INNA (0.1, 0.1)",
-    "INNA (0.5, 0.1)",
-    "INNA (0.5, 0.5)",
-)
+#: Each method: a registry optimizer and its fixed hyperparameters (gamma_0 is searched).
+METHOD_OPTIMIZERS: dict[str, tuple[str, dict[str, float]]] = {
+    "SGD": ("sgd", {"decay_power": 0.5}),
+    "Adagrad": ("adagrad", {}),
+    "Adam": ("adam", {}),
+    "INNA (0.1, 0.1)": ("inna", {"alpha": 0.1, "beta": 0.1, "decay_power": 0.5}),
+    "INNA (0.5, 0.1)": ("inna", {"alpha": 0.5, "beta": 0.1, "decay_power": 0.5}),
+    "INNA (0.5, 0.5)": ("inna", {"alpha": 0.5, "beta": 0.5, "decay_power": 0.5}),
+}
+METHODS = tuple(METHOD_OPTIMIZERS)
 INNA_SETTINGS = {
-    "INNA (0.1, 0.1)": (0.1, 0.1),
-    "INNA (0.5, 0.1)": (0.5, 0.1),
-    "INNA (0.5, 0.5)": (0.5, 0.5),
+    m: (o["alpha"], o["beta"]) for m, (name, o) in METHOD_OPTIMIZERS.items() if name == "inna"
 }
 #: gamma_0 grids of the reduced runs (digits, mnist1d): 4 values each, to stay in minutes.
 REDUCED_GRIDS: dict[str, tuple[float, ...]] = {
@@ -64,9 +59,10 @@ DATASETS = ("digits", "mnist1d", "cifar100")
 #: The paper's setting: dataset, epochs, seeds, batch size, grid-search epochs.
 PAPER = {"dataset": "cifar100", "epochs": 200, "seeds": 5, "batch_size": 32, "grid_epochs": 15}
 _REDUCED_DEFAULTS = {"epochs": 20, "grid_epochs": 3}
+_MODEL = {"digits": "cnn", "mnist1d": "cnn", "cifar100": "nin"}
 
 
-def make_optimizer(method: str, gamma0: float) -> optax.GradientTransformation:
+def make_optimizer(method: str, gamma0: float):
     r"""The optimizer of one Figure-2 method with initial step :math:`\gamma_0`.
 
     INNA (:math:`\alpha, \beta`) and SGD use :math:`\gamma_k = \gamma_0/\sqrt{k+1}`
@@ -78,26 +74,27 @@ def make_optimizer(method: str, gamma0: float) -> optax.GradientTransformation:
         gamma0: the initial step size, ``> 0``.
 
     Returns:
-        An ``optax.GradientTransformation``.
+        An :class:`~inna_jax.train.OptimizerSpec` (``.build()`` gives the optax optimizer).
 
     Example:
         >>> from inna_jax.reproduce.figure2 import make_optimizer
-        >>> tx = make_optimizer("INNA (0.5, 0.1)", 0.1)
-        >>> type(tx).__name__
-        'GradientTransformation'
+        >>> spec = make_optimizer("INNA (0.5, 0.1)", 0.1)
+        >>> spec.hyperparams
+        {'learning_rate': 0.1, 'alpha': 0.5, 'beta': 0.1, 'decay_power': 0.5}
     """
-    if not (isinstance(gamma0, int | float) and math.isfinite(gamma0) and gamma0 > 0):
+    if (
+        not (
+            isinstance(gamma0, int | float)
+            and not isinstance(gamma0, bool)
+            and math.isfinite(gamma0)
+        )
+        or gamma0 <= 0
+    ):
         raise ValueError(f"gamma0 must be a finite number > 0, got gamma0={gamma0!r}")
-    if method in INNA_SETTINGS:
-        alpha, beta = INNA_SETTINGS[method]
-        return inna_jax.inna(inna_jax.power_decay(gamma0, 0.5), alpha, beta)
-    if method == "SGD":
-        return optax.sgd(inna_jax.power_decay(gamma0, 0.5))
-    if method == "Adam":
-        return optax.adam(gamma0)
-    if method == "Adagrad":
-        return optax.adagrad(gamma0)
-    raise ValueError(f"method must be one of {METHODS}, got method={method!r}")
+    if method not in METHOD_OPTIMIZERS:
+        raise ValueError(f"method must be one of {METHODS}, got method={method!r}")
+    name, options = METHOD_OPTIMIZERS[method]
+    return reg.make_optimizer(name, float(gamma0), **options)
 
 
 def load_dataset(
@@ -106,7 +103,7 @@ def load_dataset(
     data_dir: str | Path | None = None,
     num_train: int | None = None,
     num_test: int | None = None,
-) -> ArrayDataset:
+):
     """The data set of a run, optionally cut to its first ``num_train``/``num_test`` examples.
 
     Example:
@@ -116,26 +113,10 @@ def load_dataset(
     """
     if dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {DATASETS}, got dataset={dataset!r}")
-    for name, n in (("num_train", num_train), ("num_test", num_test)):
-        if n is not None and (int(n) != n or n < 1):
-            raise ValueError(f"{name} must be a positive integer or None, got {name}={n!r}")
-    if dataset == "cifar100":
-        if data_dir is None:
-            raise ValueError(
-                "dataset='cifar100' needs data_dir: the folder holding cifar-100-python/ "
-                "(train, test, meta)"
-            )
-        return load_cifar100(data_dir, num_train=num_train, num_test=num_test)
-    data = load_digits() if dataset == "digits" else load_mnist1d()
-    return data._replace(
-        x_train=data.x_train[:num_train],
-        y_train=data.y_train[:num_train],
-        x_test=data.x_test[:num_test],
-        y_test=data.y_test[:num_test],
-    )
+    return reg.load_dataset(dataset, data_dir=data_dir, num_train=num_train, num_test=num_test)
 
 
-def make_model(dataset: str, num_classes: int, seed: int) -> nnx.Module:
+def make_model(dataset: str, num_classes: int, seed: int):
     """The model of a data set, initialised from ``seed``: NiN on CIFAR-100, else a small CNN.
 
     Example:
@@ -144,53 +125,52 @@ def make_model(dataset: str, num_classes: int, seed: int) -> nnx.Module:
         >>> count_params(make_model("digits", 10, seed=0))
         9930
     """
-    rngs = nnx.Rngs(seed)
+    from flax import nnx
+
+    from inna_jax.models import NiN, SmallCNN
+
     if dataset == "cifar100":
-        return NiN(num_classes, rngs=rngs)
-    shape = (8, 8, 1) if dataset == "digits" else (40, 1)
-    return SmallCNN(shape, num_classes, rngs=rngs)
+        return NiN(num_classes, rngs=nnx.Rngs(seed))
+    return SmallCNN(reg.CNN_SHAPES[dataset], num_classes, rngs=nnx.Rngs(seed))
 
 
-def _train(dataset, data, method, gamma0, *, seed, epochs, batch_size, mesh, quiet):
-    """One run: returns (history rows, diverged)."""
-    model = make_model(dataset, data.num_classes, seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # divergence is recorded, not noise
-        result = fit(
-            model,
-            make_optimizer(method, gamma0),
-            data,
-            epochs=epochs,
-            batch_size=batch_size,
-            seed=seed,
-            mesh=mesh,
-            quiet=quiet,
-            desc=f"{method} g0={gamma0:g} seed={seed}",
-        )
-    return result.history, result.diverged
+def _final_train_loss(runs: list) -> float:
+    run = runs[0]
+    if run.diverged or not run.history:
+        return math.inf
+    return run.history[-1]["train_loss"]
 
 
 def grid_search(
     dataset: str,
-    data: ArrayDataset,
+    data: Any,
     grids: Mapping[str, Sequence[float]],
     *,
     epochs: int,
     batch_size: int = 32,
     seed: int = 0,
-    mesh=None,
+    mesh: Any = None,
     quiet: bool = True,
+    models: Any = None,
 ) -> tuple[dict[str, float], list[dict]]:
     """Picks each method's :math:`\\gamma_0`: the lowest training loss after ``epochs`` epochs.
 
-    Every candidate starts from the weights of ``seed`` and sees the same batches. A run
-    that diverges (non-finite loss) scores ``inf``; ties go to the smaller value. A grid of
-    one value is taken as is, without training (its row has ``train_loss=None``).
+    Every candidate starts from the weights of ``seed`` and sees the same batches; a
+    method's candidates train as one group (:func:`inna_jax.reproduce.protocol.grid_search`).
+    A run that diverges (non-finite loss) scores ``inf``; ties go to the smaller value. A
+    grid of one value is taken as is, without training (its row has ``train_loss=None``).
+
+    ``models`` is a ``make_model(seed)`` (default: the data set's model, each seed built
+    once).
 
     Returns:
         ``(best, rows)``: the chosen value per method, and one row per candidate with keys
         ``method``, ``gamma0``, ``train_loss``, ``diverged``, ``chosen``.
     """
+    from inna_jax.reproduce import protocol
+
+    if models is None:
+        models = protocol.cached_models(lambda s: make_model(dataset, data.num_classes, s))
     best, rows = {}, []
     for method, values in grids.items():
         if len(values) == 1:  # nothing to choose: no run
@@ -205,34 +185,33 @@ def grid_search(
                 }
             )
             continue
-        scores = []
-        for g in values:
-            history, diverged = _train(
-                dataset,
-                data,
-                method,
-                float(g),
-                seed=seed,
-                epochs=epochs,
-                batch_size=batch_size,
-                mesh=mesh,
-                quiet=quiet,
-            )
-            loss = history[-1]["train_loss"]
-            score = math.inf if diverged or not math.isfinite(loss) else loss
-            scores.append(score)
-            rows.append(
-                {
-                    "method": method,
-                    "gamma0": float(g),
-                    "train_loss": score,
-                    "diverged": bool(diverged),
-                }
-            )
-        i = min(range(len(values)), key=lambda j: (scores[j], values[j]))
-        best[method] = float(values[i])
-        for row in rows[-len(values) :]:
-            row["chosen"] = row["gamma0"] == best[method]
+        found = protocol.grid_search(
+            data,
+            models,
+            make_optimizer(method, float(values[0])),
+            values,
+            score=_final_train_loss,
+            seeds=(seed,),
+            epochs=epochs,
+            batch_size=batch_size,
+            loss="cross_entropy",
+            mesh=mesh,
+            quiet=quiet,
+            desc=f"grid {method}",
+            eval_every=None,  # the score needs the final training loss only
+            eval_test=False,
+        )
+        best[method] = found.best
+        rows += [
+            {
+                "method": method,
+                "gamma0": row["value"],
+                "train_loss": row["score"],
+                "diverged": bool(row["diverged"]),
+                "chosen": row["chosen"],
+            }
+            for row in found.rows
+        ]
     return best, rows
 
 
@@ -251,6 +230,8 @@ def _curves(histories: list[list[dict]], epochs: int) -> dict[str, np.ndarray]:
 
 
 def _band(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    import warnings
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns after divergence
         return np.nanmean(a, 0), np.nanmin(a, 0), np.nanmax(a, 0)
@@ -260,35 +241,49 @@ def _setting_label(dataset, model_params, epochs, seeds, reduced, num_train):
     name = {"digits": "digits 8x8", "mnist1d": "mnist1d", "cifar100": "CIFAR-100"}[dataset]
     model = "NiN" if dataset == "cifar100" else "small CNN"
     subset = f", first {num_train} training examples" if num_train else ""
-    what = f"{name}{subset}, {model} ({model_params:,} params), {epochs} epochs, {seeds} seeds"
+    plural = lambda n, word: f"{n} {word}" + ("s" if n != 1 else "")  # noqa: E731
+    what = (
+        f"{name}{subset}, {model} ({model_params:,} params), {plural(epochs, 'epoch')}, "
+        f"{plural(seeds, 'seed')}"
+    )
     if reduced:
         return f"REDUCED setting, not the paper's (CIFAR-100, NiN, 200 epochs, 5 seeds): {what}"
     return f"paper setting: {what}"
 
 
-def _plot(path, curves, table, label):
-    import matplotlib
+def _plot(path: Path, curves: dict, table: dict, label: str, batch_size: int) -> None:
+    import textwrap
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    fig, axes = plots.figure(2, width=5.4, height=4.2)
+    seeds = 0
     for method, c in curves.items():
         g0 = table[method]["gamma0"]
-        for ax, key in zip(axes, ("log10_train_loss", "test_accuracy"), strict=True):
-            mean, lo, hi = _band(c[key])
-            epochs = np.arange(len(mean))
-            (line,) = ax.plot(epochs, mean, label=f"{method}, $\\gamma_0$={g0:g}")
-            ax.fill_between(epochs, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
-    axes[0].set(xlabel="epoch", ylabel="log10 training loss", title="training loss")
-    axes[1].set(xlabel="epoch", ylabel="test accuracy", title="test accuracy")
-    axes[1].legend(fontsize=8, loc="lower right")
-    for ax in axes:
+        seeds = c["train_loss"].shape[0]
+        epochs = np.arange(c["train_loss"].shape[1])
+        line = None
+        for ax, key in zip(axes[0], ("log10_train_loss", "test_accuracy"), strict=True):
+            line = plots.band(
+                ax, epochs, c[key], label=f"{method}, $\\gamma_0$={g0:g}",
+                color=None if line is None else line.get_color(),
+            )  # fmt: skip
+    spread = f"mean and min-max band over {seeds} seeds" if seeds > 1 else "one seed"
+    axes[0, 0].set(
+        xlabel="epoch", ylabel="log10 training loss", title=f"training loss (batch {batch_size})"
+    )
+    acc = axes[0, 1]
+    acc.set(xlabel="epoch", ylabel="test accuracy", title="test accuracy")
+    last = max(c["test_accuracy"].shape[1] for c in curves.values()) - 1
+    if last >= 2:  # zoom to the trained epochs: epoch 0 is chance level
+        acc.set_xlim(1, last)
+        acc.set_title("test accuracy (from epoch 1)")
+    plots.zoom(acc, [c["test_accuracy"][:, 1:] for c in curves.values()], lower=0, upper=1)
+    for ax in axes[0]:
         ax.grid(alpha=0.3)
-    fig.suptitle(f"Figure 2 (mean, min-max band over seeds)\n{label}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        plots.integer_ticks(ax)
+    plots.legend_outside(fig, axes[0, 0], where="bottom", ncols=3)
+    title = f"Figure 2 ({spread}; INNA and SGD: $\\gamma_k = \\gamma_0/\\sqrt{{k+1}}$). {label}"
+    fig.suptitle(textwrap.fill(title, 120), fontsize=9)
+    plots.save(fig, path)
 
 
 def _format_table(rows: list[dict]) -> str:
@@ -318,6 +313,11 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
+def _check_positive_int(name: str, v: Any) -> None:
+    if isinstance(v, bool) or int(v) != v or v < 1:
+        raise ValueError(f"{name} must be a positive integer, got {name}={v!r}")
+
+
 def run(
     *,
     dataset: str = "digits",
@@ -331,6 +331,7 @@ def run(
     num_train: int | None = None,
     num_test: int | None = None,
     devices: int | None = None,
+    mesh: Any = None,
     out: str | Path = "results/figure2",
     quiet: bool = True,
     verbose: bool = True,
@@ -338,11 +339,11 @@ def run(
     """Runs the Figure-2 protocol and writes its grid, curves, table and plot to ``out``.
 
     1. **Grid search.** For each method, every :math:`\\gamma_0` of its grid trains for
-       ``grid_epochs`` epochs from the seed-0 weights; the lowest final training loss wins
-       (:func:`grid_search`).
+       ``grid_epochs`` epochs from the seed-0 weights, all candidates as one group of runs;
+       the lowest final training loss wins (:func:`grid_search`).
     2. **Runs.** Each method, with its :math:`\\gamma_0`, trains for ``epochs`` epochs for
-       each seed ``s`` in ``range(seeds)``; seed ``s`` fixes both the initial weights and the
-       batch order, identical across methods.
+       each seed ``s`` in ``range(seeds)``, the seeds as one group; seed ``s`` fixes both the
+       initial weights and the batch order, identical across methods.
     3. **Outputs** in ``out``: ``grid.csv``, ``histories.csv`` (method, seed, epoch,
        train_loss, test_loss, test_accuracy), ``table.csv`` and ``table.json`` (final log10
        training loss and test accuracy: mean, min, max over seeds), ``figure2.png`` and
@@ -354,15 +355,19 @@ def run(
         epochs: training epochs (default 20, or 200 on CIFAR-100).
         seeds: number of seeds (the paper: 5).
         batch_size: the paper: 32.
-        grid_epochs: epochs of the grid search (default 3, or 15 on CIFAR-100 as in JMLR).
+        grid_epochs: epochs of the grid search (default 3, or 15 on CIFAR-100 as in JMLR;
+            never more than ``epochs``).
         grids: candidate :math:`\\gamma_0` per method (default :data:`PAPER_GRIDS` on
             CIFAR-100, else :data:`REDUCED_GRIDS`).
         methods: a subset of :data:`METHODS`.
         num_train: keep the first ``num_train`` training examples (a reduced run).
         num_test: keep the first ``num_test`` test examples.
-        devices: split each batch over this many devices (a ``"data"`` mesh); ``None``: one.
+        devices: spread each group's runs over this many devices (a ``"runs"`` mesh axis);
+            ``None``: one device.
+        mesh: a mesh for the groups (:func:`inna_jax.train.run_mesh`), instead of
+            ``devices``.
         out: output folder.
-        quiet: hide the per-run progress bars.
+        quiet: hide the progress bars (one per group of runs).
         verbose: print the setting, the grid choices and the table.
 
     Returns:
@@ -382,6 +387,12 @@ def run(
         Castera, Bolte, Févotte, Pauwels, "An Inertial Newton Algorithm for Deep Learning",
         JMLR 22 (2021), Section 5 and Figure 2.
     """
+    import jax
+
+    from inna_jax.models import count_params
+    from inna_jax.reproduce import protocol
+    from inna_jax.train import run_mesh
+
     if dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {DATASETS}, got dataset={dataset!r}")
     methods = list(methods)
@@ -391,15 +402,10 @@ def run(
     paper = dataset == "cifar100"
     defaults = PAPER if paper else _REDUCED_DEFAULTS
     epochs = defaults["epochs"] if epochs is None else epochs
-    grid_epochs = defaults["grid_epochs"] if grid_epochs is None else grid_epochs
-    for name, v in (
-        ("epochs", epochs),
-        ("seeds", seeds),
-        ("batch_size", batch_size),
-        ("grid_epochs", grid_epochs),
-    ):
-        if int(v) != v or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {name}={v!r}")
+    for name, v in (("epochs", epochs), ("seeds", seeds), ("batch_size", batch_size)):
+        _check_positive_int(name, v)
+    grid_epochs = min(defaults["grid_epochs"], epochs) if grid_epochs is None else grid_epochs
+    _check_positive_int("grid_epochs", grid_epochs)
     default_grids = PAPER_GRIDS if paper else REDUCED_GRIDS
     grids = {m: tuple(default_grids[m]) for m in methods} | {
         m: tuple(float(g) for g in v) for m, v in (grids or {}).items()
@@ -408,13 +414,18 @@ def run(
     for m, values in grids.items():
         if not values or any(not (math.isfinite(g) and g > 0) for g in values):
             raise ValueError(f"the grid of {m} must hold numbers > 0, got {values}")
-    mesh = None
-    if devices is not None or jax.process_count() > 1:  # several hosts: all their devices
-        mesh = data_mesh(devices)
+    if mesh is None and (devices is not None or jax.process_count() > 1):
+        mesh = run_mesh(devices)  # several hosts: all their devices
 
     t0 = time.perf_counter()
     data = load_dataset(dataset, data_dir=data_dir, num_train=num_train, num_test=num_test)
-    n_params = count_params(make_model(dataset, data.num_classes, 0))
+    if batch_size > len(data.x_train):
+        raise cli_args.UsageError(
+            f"batch_size (--batch-size) must be at most the {len(data.x_train)} training "
+            f"examples, got {batch_size}"
+        )
+    models = protocol.cached_models(lambda s: make_model(dataset, data.num_classes, s))
+    n_params = count_params(models(0))
     reduced = not (
         paper
         and num_train is None
@@ -432,7 +443,14 @@ def run(
     )
 
     gamma0, grid_rows = grid_search(
-        dataset, data, grids, epochs=grid_epochs, batch_size=batch_size, mesh=mesh, quiet=quiet
+        dataset,
+        data,
+        grids,
+        epochs=grid_epochs,
+        batch_size=batch_size,
+        mesh=mesh,
+        quiet=quiet,
+        models=models,
     )
     for m in methods:
         at_edge = len(grids[m]) > 1 and gamma0[m] in (min(grids[m]), max(grids[m]))
@@ -441,21 +459,20 @@ def run(
 
     curves, history_rows, table = {}, [], {}
     for m in methods:
-        histories, diverged = [], 0
-        for s in range(seeds):
-            hist, div = _train(
-                dataset,
-                data,
-                m,
-                gamma0[m],
-                seed=s,
-                epochs=epochs,
-                batch_size=batch_size,
-                mesh=mesh,
-                quiet=quiet,
-            )
-            diverged += int(div)
-            histories.append(hist)
+        runs = protocol.train_group(
+            data,
+            models,
+            [make_optimizer(m, gamma0[m])] * seeds,
+            range(seeds),
+            epochs=epochs,
+            batch_size=batch_size,
+            loss="cross_entropy",
+            mesh=mesh,
+            quiet=quiet,
+            desc=f"{m} g0={gamma0[m]:g}, {seeds} seeds",
+        )
+        histories = [r.history for r in runs]
+        for s, hist in enumerate(histories):
             history_rows += [
                 {
                     "method": m,
@@ -481,7 +498,7 @@ def run(
             "test_accuracy": float(acc),
             "test_accuracy_min": float(acc_lo),
             "test_accuracy_max": float(acc_hi),
-            "diverged_seeds": diverged,
+            "diverged_seeds": sum(r.diverged for r in runs),
         }
 
     out = Path(out)
@@ -500,7 +517,7 @@ def run(
         "batch_size": batch_size,
         "grid_epochs": grid_epochs,
         "grids": {m: list(v) for m, v in grids.items()},
-        "devices": devices or 1,
+        "devices": 1 if mesh is None else int(mesh.devices.size),
         "wall_time_s": None,
     }
     files = {
@@ -521,7 +538,7 @@ def run(
         _write_csv(out / "histories.csv", history_rows)
         _write_csv(out / "table.csv", rows)
         (out / "table.json").write_text(json.dumps(rows, indent=2) + "\n")
-        _plot(out / "figure2.png", curves, table, label)
+        _plot(out / "figure2.png", curves, table, label, batch_size)
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     say(f"\nFinal table after {epochs} epochs ({label}):")
     say(_format_table(rows))
@@ -531,21 +548,32 @@ def run(
 
 def _parse_grid(text: str) -> tuple[str, tuple[float, ...]]:
     method, sep, values = text.partition("=")
-    if not sep or method not in METHODS:
+    key = _method_key(method)
+    if not sep or key not in _BY_KEY:
         raise argparse.ArgumentTypeError(
-            f"--grid takes METHOD=v1,v2,... with METHOD in {METHODS}, got {text!r}"
+            f"takes METHOD=v1,v2,... with METHOD in {', '.join(METHODS)}, got {text!r}"
         )
     try:
-        return method, tuple(float(v) for v in values.split(","))
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"bad --grid values in {text!r}: {err}") from err
+        grid = tuple(float(v) for v in values.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad numbers in {text!r}") from None
+    if any(not (math.isfinite(g) and g > 0) for g in grid):
+        raise argparse.ArgumentTypeError(f"values must be finite numbers > 0, got {text!r}")
+    return _BY_KEY[key], grid
+
+
+def _method_key(text: str) -> str:
+    return "".join(text.split()).lower()
+
+
+_BY_KEY = {_method_key(m): m for m in METHODS}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of ``inna-jax benchmark``."""
+    """The flags of ``inna-jax figure2``."""
     parser.add_argument(
         "--dataset",
-        choices=DATASETS,
+        type=cli_args.choice(DATASETS),
         default="digits",
         help="digits and mnist1d are the reduced CPU settings (small CNN); "
         "cifar100 is the paper's (NiN), needs --data-dir",
@@ -554,20 +582,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data-dir", default=None, help="folder holding cifar-100-python/ (train, test, meta)"
     )
     parser.add_argument(
-        "--epochs", type=int, default=None, help="training epochs (None: 20, or 200 with cifar100)"
+        "--epochs",
+        type=cli_args.positive_int,
+        default=None,
+        help="training epochs (default: 20, or 200 with cifar100)",
     )
     parser.add_argument(
         "--seeds",
-        type=int,
+        type=cli_args.positive_int,
         default=5,
         help="seeds; seed s gives the same initial weights and batches to every method",
     )
-    parser.add_argument("--batch-size", type=int, default=32, help="batch size (paper: 32)")
+    parser.add_argument(
+        "--batch-size", type=cli_args.positive_int, default=32, help="batch size (paper: 32)"
+    )
     parser.add_argument(
         "--grid-epochs",
-        type=int,
+        type=cli_args.positive_int,
         default=None,
-        help="epochs of the gamma0 grid search (None: 3, or 15 with cifar100)",
+        help="epochs of the gamma0 grid search (default: 3, or 15 with cifar100; at most --epochs)",
     )
     parser.add_argument(
         "--grid",
@@ -578,32 +611,74 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="replace one method's gamma0 grid, e.g. --grid 'Adam=1e-4,1e-3' (repeatable)",
     )
     parser.add_argument(
-        "--methods", default=",".join(METHODS), help="comma-separated subset of the methods"
+        "--methods",
+        default=",".join(METHODS),
+        help="comma-separated subset of the methods (any case)",
     )
     parser.add_argument(
-        "--num-train", type=int, default=None, help="keep only the first N training examples"
+        "--num-train",
+        type=cli_args.positive_int,
+        default=None,
+        help="keep only the first N training examples",
     )
     parser.add_argument(
-        "--num-test", type=int, default=None, help="keep only the first N test examples"
+        "--num-test",
+        type=cli_args.positive_int,
+        default=None,
+        help="keep only the first N test examples",
     )
-    add_parallel_arguments(parser)  # --devices and the multi-host flags
+    cli_args.add_parallel_arguments(parser, groups=True)  # --devices and the multi-host flags
     parser.add_argument("--out", default="results/figure2", help="output folder")
-    parser.add_argument("--progress", action="store_true", help="show per-run progress bars")
+    parser.add_argument(
+        "--progress", action="store_true", help="show a progress bar per group of runs"
+    )
+
+
+def parse_methods(text: str) -> list[str]:
+    """The methods named in ``text`` (comma-separated, any case and spacing).
+
+    Raises:
+        cli_args.UsageError: naming ``--methods`` and the unknown name.
+    """
+    methods = []
+    for part in _split_methods(text):
+        key = _method_key(part)
+        if key not in _BY_KEY:
+            raise cli_args.UsageError(
+                f"--methods: unknown method {part!r}; choose from {', '.join(METHODS)}"
+            )
+        methods.append(_BY_KEY[key])
+    if not methods:
+        raise cli_args.UsageError(f"--methods: give at least one of {', '.join(METHODS)}")
+    return methods
 
 
 def main(args: argparse.Namespace) -> int:
     """Runs :func:`run` from parsed command-line flags."""
-    methods = [m.strip() for m in _split_methods(args.methods)]
-    setup_parallel(args)  # jax.distributed on several hosts; a no-op for one process
+    methods = parse_methods(args.methods)
+    if args.dataset == "cifar100" and args.data_dir is None:
+        raise cli_args.UsageError(
+            "--dataset cifar100 needs --data-dir, the folder holding cifar-100-python/"
+        )
+    if args.grid_epochs is not None and args.epochs is not None and args.grid_epochs > args.epochs:
+        raise cli_args.UsageError(
+            f"--grid-epochs {args.grid_epochs} must be at most --epochs {args.epochs}"
+        )
+    cli_args.setup_parallel(args)  # jax.distributed on several hosts; a no-op for one process
+    mesh = cli_args.device_mesh(args, groups=True)
+    if args.batch_size % args.data_devices:
+        raise cli_args.UsageError(
+            f"--batch-size {args.batch_size} must be a multiple of --data-devices "
+            f"{args.data_devices}"
+        )
     try:
-        _run_from_args(args, methods)
+        _run_from_args(args, methods, mesh)
     except FileNotFoundError as err:  # e.g. no CIFAR-100 in --data-dir: a usage error
-        print(f"inna-jax benchmark: {err}", file=sys.stderr)
-        return 2
+        return cli_args.fail("inna-jax figure2", str(err))
     return 0
 
 
-def _run_from_args(args: argparse.Namespace, methods: list[str]) -> dict:
+def _run_from_args(args: argparse.Namespace, methods: list[str], mesh: Any) -> dict:
     return run(
         dataset=args.dataset,
         data_dir=args.data_dir,
@@ -615,7 +690,7 @@ def _run_from_args(args: argparse.Namespace, methods: list[str]) -> dict:
         methods=methods,
         num_train=args.num_train,
         num_test=args.num_test,
-        devices=args.devices,
+        mesh=mesh,
         out=args.out,
         quiet=not args.progress,
     )

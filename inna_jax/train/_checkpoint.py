@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import orbax.checkpoint as ocp
 
 
 def _is_key(x: Any) -> bool:
@@ -57,6 +56,9 @@ class Checkpointer:
     """
 
     def __init__(self, directory: str | Path, *, max_to_keep: int = 2):
+        import orbax.checkpoint as ocp  # imported when used: it takes about a second
+
+        self._ocp = ocp
         self.directory = Path(directory).absolute()
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
@@ -67,6 +69,7 @@ class Checkpointer:
 
     def save(self, step: int, state: Any, meta: dict) -> None:
         """Saves ``state`` (a pytree of arrays) and ``meta`` (JSON-able) at ``step``."""
+        ocp = self._ocp
         self._manager.save(
             step,
             args=ocp.args.Composite(
@@ -77,6 +80,7 @@ class Checkpointer:
 
     def restore(self, step: int, like: Any) -> tuple[Any, dict]:
         """Restores step ``step`` into the structure, dtypes and shardings of ``like``."""
+        ocp = self._ocp
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _keys_to_data(like))
         restored = self._manager.restore(
             step,

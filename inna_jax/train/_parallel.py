@@ -13,6 +13,11 @@ so the result is, up to the order of floating-point additions, that of one devic
 same global batch :math:`B = B^{(1)} \cup \dots \cup B^{(D)}`. Nothing here uses
 ``jax.pmap``. Across hosts each process holds the whole (small, in-memory) data set, builds
 the same global batch from the seed, and hands its devices their rows.
+
+A group of independent runs (:func:`~inna_jax.train.fit_many`) adds a mesh axis ``"runs"``:
+the states, stacked along a leading axis of runs, are split over it
+(``PartitionSpec("runs")``), and each run's batch over ``"data"``
+(``PartitionSpec("runs", "data")`` on the ``(runs, batch, ...)`` array).
 """
 
 from __future__ import annotations
@@ -25,6 +30,12 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
+RUNS_AXIS = "runs"
+
+_XLA_HINT = (
+    "on a CPU, simulate N devices by setting XLA_FLAGS=--xla_force_host_platform_device_count=N "
+    "before starting Python"
+)
 
 
 def data_mesh(num_devices: int | None = None, *, devices: Any = None) -> Mesh:
@@ -47,24 +58,84 @@ def data_mesh(num_devices: int | None = None, *, devices: Any = None) -> Mesh:
         ('data',)
     """
     if devices is None:
-        available = jax.devices()
-        n = len(available) if num_devices is None else int(num_devices)
-        if not 1 <= n <= len(available):
-            raise ValueError(
-                f"num_devices must be in [1, {len(available)}] (the devices JAX sees), "
-                f"got num_devices={num_devices!r}"
-            )
-        devices = available[:n]
+        devices = _first_devices(num_devices, "num_devices")
     return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
-def check_mesh(mesh: Mesh, batch_size: int) -> int:
-    """Checks the mesh has a ``"data"`` axis dividing ``batch_size``; returns its size."""
-    if DATA_AXIS not in mesh.axis_names:
+def _first_devices(n: int | None, name: str) -> list:
+    available = jax.devices()
+    count = len(available) if n is None else int(n)
+    if not 1 <= count <= len(available):
         raise ValueError(
-            f"mesh must have an axis named {DATA_AXIS!r}, got axis_names={mesh.axis_names!r}"
+            f"{name} must be in [1, {len(available)}] (the devices JAX sees), got {name}={n!r}; "
+            + _XLA_HINT
         )
-    size = int(mesh.shape[DATA_AXIS])
+    return available[:count]
+
+
+def run_mesh(runs: int | None = None, data: int = 1, *, devices: Any = None) -> Mesh:
+    """A two-axis mesh ``("runs", "data")`` for a group of runs (:func:`fit_many`).
+
+    The runs of a group are split over the ``"runs"`` axis, and each run's batch over the
+    ``"data"`` axis, on ``runs * data`` devices.
+
+    Args:
+        runs: size of the ``"runs"`` axis; ``None``: all devices (every host's) divided by
+            ``data``.
+        data: size of the ``"data"`` axis.
+        devices: an explicit list of ``runs * data`` devices instead of the first ones.
+
+    Returns:
+        A ``jax.sharding.Mesh`` of shape ``(runs, data)`` with axes ``("runs", "data")``.
+
+    Raises:
+        ValueError: if the sizes are not positive or there are not enough devices.
+
+    Example:
+        >>> from inna_jax.train import run_mesh
+        >>> mesh = run_mesh(1, 1)
+        >>> mesh.axis_names, dict(mesh.shape)
+        (('runs', 'data'), {'runs': 1, 'data': 1})
+    """
+    if int(data) != data or data < 1:
+        raise ValueError(f"data must be an integer >= 1, got data={data!r}")
+    if devices is None:
+        if runs is None:
+            total = len(jax.devices())
+            if total % int(data):
+                raise ValueError(
+                    f"data={data} must divide the number of devices {total} when runs=None"
+                )
+            runs = total // int(data)
+        if int(runs) != runs or runs < 1:
+            raise ValueError(f"runs must be an integer >= 1, got runs={runs!r}")
+        devices = _first_devices(int(runs) * int(data), "runs * data")
+    devices = np.asarray(devices)
+    if runs is None:
+        runs = devices.size // int(data)
+    if devices.size != int(runs) * int(data):
+        raise ValueError(f"got {devices.size} devices for a mesh of runs={runs} x data={data}")
+    return Mesh(devices.reshape(int(runs), int(data)), (RUNS_AXIS, DATA_AXIS))
+
+
+def axis_size(mesh: Mesh | None, axis: str) -> int:
+    """The size of ``axis`` in ``mesh`` (1 when the mesh is ``None`` or lacks it)."""
+    if mesh is None or axis not in mesh.axis_names:
+        return 1
+    return int(mesh.shape[axis])
+
+
+def check_mesh(mesh: Mesh, batch_size: int, *, runs: bool = False) -> int:
+    """Checks the mesh's axes and that its ``"data"`` axis divides ``batch_size``.
+
+    A single run needs a ``"data"`` axis; a group (``runs=True``) a ``"data"`` or a
+    ``"runs"`` axis. Returns the size of the ``"data"`` axis (1 if absent).
+    """
+    allowed = (RUNS_AXIS, DATA_AXIS) if runs else (DATA_AXIS,)
+    needed = f"an axis named {DATA_AXIS!r}" + (f" or {RUNS_AXIS!r}" if runs else "")
+    if not any(a in mesh.axis_names for a in allowed):
+        raise ValueError(f"mesh must have {needed}, got axis_names={mesh.axis_names!r}")
+    size = axis_size(mesh, DATA_AXIS)
     if batch_size % size:
         raise ValueError(
             f"batch_size must be a multiple of the mesh's {DATA_AXIS!r} axis size {size}, "
@@ -79,8 +150,24 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def batch_sharded(mesh: Mesh) -> NamedSharding:
-    """The sharding of a batch: rows split over the ``"data"`` axis."""
-    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+    """The sharding of a batch: rows split over the ``"data"`` axis (if the mesh has one)."""
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS if DATA_AXIS in mesh.axis_names else None))
+
+
+def runs_sharded(mesh: Mesh) -> NamedSharding:
+    """The sharding of a group's stacked states: the leading axis split over ``"runs"``."""
+    return NamedSharding(mesh, PartitionSpec(RUNS_AXIS if RUNS_AXIS in mesh.axis_names else None))
+
+
+def run_batches_sharded(mesh: Mesh) -> NamedSharding:
+    """The sharding of a group's batches ``(runs, batch, ...)``: over ``"runs"`` and ``"data"``."""
+    names = mesh.axis_names
+    return NamedSharding(
+        mesh,
+        PartitionSpec(
+            RUNS_AXIS if RUNS_AXIS in names else None, DATA_AXIS if DATA_AXIS in names else None
+        ),
+    )
 
 
 def _is_key(x: Any) -> bool:
@@ -99,7 +186,7 @@ def put_global(tree: Any, sharding: jax.sharding.Sharding) -> Any:
         if _is_key(x):
             impl = jax.random.key_impl(x)
             return jax.random.wrap_key_data(put(jax.random.key_data(x)), impl=impl)
-        host = np.asarray(x)
+        host = np.array(x)  # a copy: on CPU, device_put may alias host memory
         return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
     return jax.tree.map(put, tree)
@@ -118,9 +205,45 @@ def to_local(tree: Any) -> Any:
 
 def host_scalar(x: jax.Array) -> float:
     """A replicated scalar as a Python float, also when it spans several processes."""
+    return float(host_array(x))
+
+
+def host_array(x: jax.Array) -> np.ndarray:
+    """A replicated array as a NumPy array, also when it spans several processes."""
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
         x = x.addressable_data(0)
-    return float(np.asarray(x))
+    return np.asarray(x)
+
+
+def host_arrays(tree: Any) -> Any:
+    """:func:`host_array` of every leaf, in one transfer when this process holds them all."""
+    leaves = jax.tree.leaves(tree)
+    if all(not isinstance(x, jax.Array) or x.is_fully_addressable for x in leaves):
+        return jax.tree.map(np.asarray, jax.device_get(tree))
+    return jax.tree.map(host_array, tree)
+
+
+def gather(tree: Any) -> Any:
+    """Global arrays (replicated or split over devices of several processes) as local ones.
+
+    Arrays that this process can address whole are returned as they are; others are
+    gathered (``multihost_utils.process_allgather``) and put on this process's first device.
+    Typed PRNG keys are moved as their raw key data.
+    """
+    from jax.experimental import multihost_utils
+
+    def one(x: Any) -> Any:
+        if not isinstance(x, jax.Array) or x.is_fully_addressable:
+            return x
+        if _is_key(x):
+            impl = jax.random.key_impl(x)
+            return jax.random.wrap_key_data(one(jax.random.key_data(x)), impl=impl)
+        if x.sharding.is_fully_replicated:
+            return x.addressable_data(0)
+        gathered = multihost_utils.process_allgather(x, tiled=True)
+        return jax.device_put(gathered, jax.local_devices()[0])
+
+    return jax.tree.map(one, tree)
 
 
 _ENV_COORDINATOR = "INNA_JAX_COORDINATOR_ADDRESS"

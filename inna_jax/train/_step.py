@@ -1,4 +1,4 @@
-r"""The functional training step and the masked evaluation pass, jitted once per run.
+r"""The functional training step and the masked evaluation pass (un-jitted; see ``_programs``).
 
 The step is the pure map
 
@@ -9,8 +9,9 @@ The step is the pure map
 
 with :math:`(u_k, s_{k+1}) = \mathrm{tx.update}(g_k, s_k, \theta_k)` and
 :math:`\theta_{k+1} = \theta_k + u_k`. The optimizer always receives the parameters (INNA
-needs them) and, for ``GradientTransformationExtraArgs`` such as EGN, the batch as
-``inputs=``/``targets=``. A non-finite loss or non-finite new parameters set
+needs them) and the batch as ``inputs=``/``targets=`` (EGN and SGN need them; a plain
+``GradientTransformation`` is wrapped by ``optax.with_extra_args_support``, which drops
+them). A non-finite loss or non-finite new parameters set
 :math:`\mathrm{ok}` to false, and from then on every step returns its input state unchanged
 (a ``jnp.where`` select, no Python branch), so the state stays at the last finite one and the
 host can check the flag only now and then.
@@ -33,8 +34,10 @@ class TrainState(NamedTuple):
     """Everything a training step reads and writes.
 
     Attributes:
-        params: the model's ``nnx.Param`` variables, an ``nnx.State``.
-        rest: the model's other variables (batch statistics, RNG streams), an ``nnx.State``.
+        params: the model's ``nnx.Param`` values, a nested dict of arrays
+            (``nnx.to_pure_dict``): plain pytrees make each jitted call cheap to dispatch.
+        rest: the model's other variables (batch statistics, RNG streams), a nested dict of
+            arrays.
         opt_state: the optimizer state.
         ok: ``True`` while every loss and parameter so far was finite.
         bad_step: the first step whose loss or update was non-finite, ``-1`` if none.
@@ -54,28 +57,21 @@ def _all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
-def make_step(
-    graphdef: Any,
-    optimizer: optax.GradientTransformation,
-    loss: str | Callable,
-    *,
-    extra_args: bool,
-) -> Callable:
-    """The un-jitted step ``(state, x, y) -> (state, loss)``."""
+def make_step(graphdef: Any, optimizer: optax.GradientTransformation, loss: str | Callable):
+    """The un-jitted step ``(state, x, y) -> (state, (loss, ok, bad_step))``."""
     loss_mean = _losses.mean_loss(loss)
+    optimizer = optax.with_extra_args_support(optimizer)
 
-    def step(state: TrainState, x: jax.Array, y: jax.Array):
+    def train_step(state: TrainState, x: jax.Array, y: jax.Array):
         model = nnx.merge(graphdef, state.params, state.rest)
         # nnx's grad differentiates the Params and lets batch statistics and RNG counts
         # update in place (a jax.grad over merge cannot mutate variables of the outer trace).
         value, grads = nnx.value_and_grad(lambda m: loss_mean(m(x), y))(model)
-        _, _, rest = nnx.split(model, nnx.Param, ...)
-        if extra_args:
-            updates, opt_state = optimizer.update(
-                grads, state.opt_state, state.params, inputs=x, targets=y
-            )
-        else:
-            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        grads = nnx.to_pure_dict(grads)
+        rest = nnx.to_pure_dict(nnx.split(model, nnx.Param, ...)[2])
+        updates, opt_state = optimizer.update(
+            grads, state.opt_state, state.params, inputs=x, targets=y
+        )
         params = optax.apply_updates(state.params, updates)
         ok = state.ok & jnp.isfinite(value) & _all_finite(params)
 
@@ -93,9 +89,9 @@ def make_step(
             bad_step=jnp.where(state.ok & ~ok, state.step, state.bad_step),
             step=state.step + ok.astype(state.step.dtype),
         )
-        return new_state, value
+        return new_state, (value, new_state.ok, new_state.bad_step)
 
-    return step
+    return train_step
 
 
 def make_eval(graphdef: Any, loss: str | Callable, *, classification: bool) -> Callable:
@@ -107,11 +103,11 @@ def make_eval(graphdef: Any, loss: str | Callable, *, classification: bool) -> C
     per_example = _losses.per_example_loss(loss)
     metric = _losses.correct if classification else _losses.squared_error
 
-    def evaluate(params, rest, x, y, mask):
+    def eval_sums(params, rest, x, y, mask):
         outputs = nnx.merge(graphdef, params, rest)(x)
         losses = per_example(outputs, y)
         metrics = metric(outputs, y).astype(losses.dtype)
         mask = mask.astype(losses.dtype)
         return jnp.sum(losses * mask), jnp.sum(metrics * mask)
 
-    return evaluate
+    return eval_sums

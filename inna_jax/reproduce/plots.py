@@ -1,0 +1,81 @@
+"""The plots shared by the protocols: mean curves with min-max bands, legends, zoomed axes.
+
+Figures are ``matplotlib.figure.Figure`` objects (no pyplot state: the commands work from
+notebooks without changing their backend) with a constrained layout, so that a legend placed
+outside the axes never covers a curve.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def figure(ncols: int = 1, nrows: int = 1, *, width: float = 5.0, height: float = 3.8):
+    """A constrained-layout figure and its axes (a 2-D array, ``squeeze=False``)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
+
+
+def band(ax: Any, x: Sequence[float], ys: Any, *, label: str, color: Any = None, **kwargs):
+    """Plots the mean over the rows of ``ys`` against ``x``, and its min-max band.
+
+    ``ys`` has one row per seed (NaN where a run has stopped). The band is drawn only when
+    at least two rows have a value at some point: one seed has no spread to show.
+
+    Returns:
+        The line of the mean.
+    """
+    ys = np.atleast_2d(np.asarray(ys, float))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns after a divergence
+        mean, lo, hi = np.nanmean(ys, 0), np.nanmin(ys, 0), np.nanmax(ys, 0)
+    (line,) = ax.plot(x, mean, label=label, color=color, **kwargs)
+    if (np.sum(np.isfinite(ys), axis=0) >= 2).any():
+        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+    return line
+
+
+def zoom(ax: Any, values: Any, *, lower: float | None = None, upper: float | None = None):
+    """Sets the y-range to the finite ``values`` with a 6 % margin, within ``[lower, upper]``.
+
+    For accuracies, ``zoom(ax, acc, lower=0, upper=1)`` shows curves between 0.95 and 0.99
+    at that scale instead of on the whole unit interval.
+    """
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return
+    lo, hi = float(v.min()), float(v.max())
+    pad = 0.06 * (hi - lo) if hi > lo else max(abs(hi) * 0.02, 1e-3)
+    lo, hi = lo - pad, hi + pad
+    if lower is not None:
+        lo = max(lo, lower)
+    if upper is not None:
+        hi = min(hi, upper)
+    ax.set_ylim(lo, hi)
+
+
+def integer_ticks(ax: Any) -> None:
+    """Integer ticks on the x-axis (epochs)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def legend_outside(fig: Any, ax: Any, *, where: str = "right", ncols: int = 1, **kwargs) -> None:
+    """One legend for the figure, outside the axes (``where``: ``"right"`` or ``"bottom"``)."""
+    handles, labels = ax.get_legend_handles_labels()
+    loc = "outside right upper" if where == "right" else "outside lower center"
+    fig.legend(handles, labels, loc=loc, ncols=ncols, fontsize=8, frameon=False, **kwargs)
+
+
+def save(fig: Any, path: str | Path, *, dpi: int = 120) -> None:
+    """Writes the figure as PNG."""
+    fig.savefig(path, dpi=dpi)

@@ -1,0 +1,171 @@
+r"""The pieces every protocol shares: groups of runs and the step-size grid search.
+
+The papers' protocols are many small runs of one model: a grid of initial steps
+:math:`\gamma_0` per method, then several seeds with the chosen one. Here each such set is one
+group of :func:`inna_jax.train.fit_many` (one compiled program for the method, whatever its
+:math:`\gamma_0` and seeds), and :func:`grid_search` picks :math:`\gamma_0` by a score of the
+finished runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+
+def cached_models(make_model: Callable[[int], Any]) -> Callable[[int], Any]:
+    """``make_model`` that builds each seed's weights once and hands out fresh modules.
+
+    Each call returns a new module (trained in place independently) whose initial arrays are
+    those built the first time for that seed: initialising a model dispatches many small
+    random ops, while the protocols start every method from the same few seeds.
+    """
+    from flax import nnx
+
+    built: dict[int, Any] = {}
+
+    def make(seed: int) -> Any:
+        seed = int(seed)
+        if seed not in built:
+            built[seed] = nnx.split(make_model(seed))
+        return nnx.merge(*built[seed], copy=True)  # new variables, the same initial arrays
+
+    return make
+
+
+def train_group(
+    data: Any,
+    make_model: Callable[[int], Any],
+    specs: Sequence[Any],
+    seeds: Sequence[int],
+    *,
+    epochs: int,
+    batch_size: int,
+    loss: str,
+    mesh: Any = None,
+    quiet: bool = True,
+    desc: str | None = None,
+    eval_every: int | None = 1,
+    eval_test: bool = True,
+    strategy: str = "auto",
+) -> list:
+    """Trains run ``r`` with ``specs[r]`` from the weights and batch order of ``seeds[r]``.
+
+    One :func:`~inna_jax.train.fit_many` call (``strategy`` as there); a run that diverges
+    is recorded (its :attr:`~inna_jax.train.FitResult.stopped`), not warned about.
+
+    Returns:
+        One :class:`~inna_jax.train.FitResult` per run.
+    """
+    from inna_jax.train import fit_many
+
+    models = [make_model(int(s)) for s in seeds]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # divergence is recorded, not noise
+        return fit_many(
+            models,
+            list(specs),
+            data,
+            seeds=[int(s) for s in seeds],
+            epochs=epochs,
+            batch_size=batch_size,
+            loss=loss,
+            mesh=mesh,
+            quiet=quiet,
+            desc=desc,
+            eval_every=eval_every,
+            eval_test=eval_test,
+            strategy=strategy,
+        )
+
+
+@dataclasses.dataclass
+class GridSearch:
+    """The outcome of :func:`grid_search`.
+
+    Attributes:
+        best: the chosen value.
+        rows: one dict per candidate: ``value``, ``score``, ``diverged`` (runs stopped by a
+            non-finite loss), ``chosen``.
+        results: each candidate's runs (one :class:`~inna_jax.train.FitResult` per seed),
+            by value.
+    """
+
+    best: float
+    rows: list[dict]
+    results: dict[float, list]
+
+
+def grid_search(
+    data: Any,
+    make_model: Callable[[int], Any],
+    spec: Any,
+    values: Sequence[float],
+    *,
+    score: Callable[[list], float],
+    higher_is_better: bool = False,
+    name: str = "learning_rate",
+    seeds: Sequence[int] = (0,),
+    **train: Any,
+) -> GridSearch:
+    r"""Trains every ``value`` of the grid with every seed as one group; picks the best score.
+
+    Candidate :math:`v` is ``spec.replace(name=v)``; its runs (one per seed) are scored by
+    ``score(runs)`` (for example the final training loss, or the mean final test metric).
+    A score that is not a finite number ranks last; ties go to the smaller value.
+
+    Args:
+        data: the data set.
+        make_model: ``make_model(seed)`` returns a fresh model initialised from ``seed``.
+        spec: an :class:`~inna_jax.train.OptimizerSpec`.
+        values: the candidate values of the hyperparameter ``name``.
+        score: maps one candidate's runs to a number.
+        higher_is_better: maximise the score (accuracy) instead of minimising it (loss).
+        name: the hyperparameter searched.
+        seeds: the seeds of each candidate.
+        **train: keyword arguments of :func:`train_group` (``epochs``, ``batch_size``,
+            ``loss``, ``mesh``, ``eval_every``, ...).
+
+    Returns:
+        A :class:`GridSearch`.
+
+    Example:
+        >>> from inna_jax.reproduce.protocol import grid_search
+        >>> from inna_jax.reproduce.registry import load_dataset, make_model, make_optimizer
+        >>> data = load_dataset("digits", num_train=256)
+        >>> found = grid_search(
+        ...     data, lambda s: make_model("mlp", data, s), make_optimizer("sgd", 0.1),
+        ...     [0.001, 0.1], score=lambda runs: runs[0].history[-1]["train_loss"],
+        ...     epochs=1, batch_size=32, loss="cross_entropy", eval_every=None, eval_test=False)
+        >>> found.best, [row["chosen"] for row in found.rows]
+        (0.1, [False, True])
+    """
+    values = [float(v) for v in values]
+    seeds = [int(s) for s in seeds]
+    specs = [spec.replace(**{name: v}) for v in values for _ in seeds]
+    runs = train_group(data, make_model, specs, [s for _ in values for s in seeds], **train)
+    results = {v: runs[i * len(seeds) : (i + 1) * len(seeds)] for i, v in enumerate(values)}
+    rows = []
+    for v, group in results.items():
+        s = float(score(group))
+        rows.append(
+            {
+                "value": v,
+                "score": s if math.isfinite(s) else math.inf,
+                "diverged": sum(r.diverged for r in group),
+            }
+        )
+
+    def rank(i: int) -> tuple[float, float]:
+        s = rows[i]["score"]
+        if not math.isfinite(s):
+            return (math.inf, values[i])
+        return (-s if higher_is_better else s, values[i])
+
+    best = values[min(range(len(values)), key=rank)]
+    for row in rows:
+        row["chosen"] = row["value"] == best
+    return GridSearch(best=best, rows=rows, results=results)

@@ -1,0 +1,262 @@
+"""Train one model with one optimizer: one device, a device mesh, or several hosts.
+
+A thin face over :func:`inna_jax.train.fit`, with the data sets, models and optimizers of
+:mod:`inna_jax.reproduce.registry`. It writes ``metrics.csv`` and ``metrics.json`` (one row
+per epoch, epoch 0 before training), ``summary.json`` (settings, devices, final metrics) and
+``train.png`` (training loss and test metric per epoch) into ``--out``. With
+``--checkpoint-dir`` it writes orbax checkpoints and resumes from the newest one. With
+``--devices N`` each batch is split over N devices (a ``"data"`` mesh). On several hosts, run
+the same command on every host with ``--coordinator-address``, ``--num-processes`` and
+``--process-id`` (or none of them on a TPU pod or under SLURM, where the environment says
+it), and the mesh spans every host's devices.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from inna_jax.reproduce import cli_args, plots
+from inna_jax.reproduce import registry as reg
+
+DATASETS = ("digits", "diabetes", "mnist1d", "cifar100", "california")
+MODELS = ("auto", *reg.MODELS)
+OPTIMIZERS = ("inna", "sgd", "adam", "adagrad")
+
+
+def _plot(history: list[dict], path: Path, title: str) -> None:
+    metric = "test_accuracy" if "test_accuracy" in history[0] else "test_rmse"
+    epochs = [r["epoch"] for r in history]
+    fig, axes = plots.figure(2, width=4.6, height=3.6)
+    a, b = axes[0]
+    a.semilogy(epochs, [r["train_loss"] for r in history], label="train")
+    a.semilogy(epochs, [r["test_loss"] for r in history], label="test")
+    a.set(xlabel="epoch", ylabel="loss", title="loss")
+    a.legend(fontsize=8)
+    values = [r[metric] for r in history]
+    b.plot(epochs, values, marker="o", ms=3)
+    b.set(xlabel="epoch", ylabel=metric.replace("_", " "), title=metric.replace("_", " "))
+    if metric == "test_accuracy":
+        plots.zoom(b, values, lower=0, upper=1)
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+        plots.integer_ticks(ax)
+    fig.suptitle(title, fontsize=9)
+    plots.save(fig, path, dpi=110)
+
+
+def _describe(optimizer: str, learning_rate: float, hyper: dict) -> str:
+    parts = [f"γ0={learning_rate:g}"]
+    if "decay_power" in hyper:
+        q = hyper["decay_power"]
+        parts[0] = f"γk=γ0/(k+1)^{q:g}, γ0={learning_rate:g}" if q else parts[0]
+    parts += [f"{k}={v:g}" for k, v in hyper.items() if k in ("alpha", "beta")]
+    return f"{reg.OPTIMIZERS[optimizer].label} ({', '.join(parts)})"
+
+
+def run(
+    *,
+    dataset: str = "digits",
+    data_dir: str | Path | None = None,
+    num_train: int | None = None,
+    model: str = "auto",
+    optimizer: str = "inna",
+    learning_rate: float = 0.1,
+    alpha: float = 0.5,
+    beta: float = 0.1,
+    decay_power: float = 0.5,
+    epochs: int = 5,
+    batch_size: int = 32,
+    seed: int = 0,
+    out: str | Path = "results/train",
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int | None = None,
+    devices: int | None = None,
+    mesh: Any = None,
+    quiet: bool = False,
+):
+    """Loads the data, builds the model and optimizer, trains with :func:`fit`, writes files.
+
+    ``devices=None`` uses one device in a single process, and every device of every process
+    when ``jax.distributed`` is running; ``devices=N`` uses the first N. INNA and SGD use
+    :math:`\\gamma_k = \\gamma_0 (k+1)^{-q}` with ``decay_power`` :math:`q`; Adam and
+    Adagrad a constant rate.
+
+    Returns:
+        The :class:`~inna_jax.train.FitResult`.
+
+    Raises:
+        cli_args.UsageError: for a value that does not fit the data (a batch larger than the
+            training set, a model that does not take the data set).
+    """
+    import jax
+
+    from inna_jax.train import data_mesh, fit
+
+    data = reg.load_dataset(dataset, data_dir=data_dir, num_train=num_train)
+    if batch_size > len(data.x_train):
+        raise cli_args.UsageError(
+            f"batch_size (--batch-size) must be at most the {len(data.x_train)} training "
+            f"examples of {data.name}, got {batch_size}"
+        )
+    try:
+        net = reg.make_model(model, data, seed)
+    except ValueError as err:
+        raise cli_args.UsageError(f"--model {model}: {err}") from err
+    entry = reg.OPTIMIZERS[optimizer]
+    hyper = {"alpha": alpha, "beta": beta, "decay_power": decay_power}
+    hyper = {k: v for k, v in hyper.items() if k in entry.hyperparams}
+    tx = reg.make_optimizer(optimizer, learning_rate, **hyper)
+    if mesh is None and (devices is not None or jax.process_count() > 1):
+        mesh = data_mesh(devices)
+    out = Path(out)
+    title = f"{_describe(optimizer, learning_rate, hyper)} on {data.name}, batch {batch_size}"
+    result = fit(
+        net,
+        tx,
+        data,
+        epochs=epochs,
+        batch_size=batch_size,
+        loss=reg.loss_for(data),
+        seed=seed,
+        out_dir=out,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=checkpoint_every,
+        mesh=mesh,
+        quiet=quiet,
+        desc=f"{optimizer} on {data.name}",
+    )
+    if jax.process_index() == 0:
+        summary = {
+            "dataset": data.name,
+            "model": type(net).__name__,
+            "optimizer": optimizer,
+            "learning_rate": learning_rate,
+            **hyper,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "seed": seed,
+            "processes": jax.process_count(),
+            "devices": 1 if mesh is None else int(mesh.devices.size),
+            "platform": jax.devices()[0].platform,
+            "steps": result.steps,
+            "stopped": result.stopped,
+            "final": result.history[-1],
+        }
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        _plot(result.history, out / "train.png", title)
+    return result
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``inna-jax train``."""
+    parser.add_argument(
+        "--dataset", type=cli_args.choice(DATASETS), default="digits", help="data set"
+    )
+    parser.add_argument(
+        "--data-dir", default=None, help="cifar100 only: the folder holding cifar-100-python/"
+    )
+    parser.add_argument(
+        "--num-train",
+        type=cli_args.positive_int,
+        default=None,
+        help="use only the first N training examples",
+    )
+    parser.add_argument(
+        "--model",
+        type=cli_args.choice(MODELS),
+        default="auto",
+        help="auto: small CNN (digits, mnist1d), NiN (cifar100), MLP (diabetes, california)",
+    )
+    parser.add_argument(
+        "--optimizer", type=cli_args.choice(OPTIMIZERS), default="inna", help="optimizer"
+    )
+    parser.add_argument(
+        "--lr", type=cli_args.positive_float, default=0.1, help="learning rate gamma_0"
+    )
+    parser.add_argument(
+        "--alpha", type=cli_args.positive_float, default=0.5, help="INNA friction alpha"
+    )
+    parser.add_argument(
+        "--beta", type=cli_args.positive_float, default=0.1, help="INNA Newtonian damping beta"
+    )
+    parser.add_argument(
+        "--decay-power",
+        type=cli_args.nonnegative_float,
+        default=0.5,
+        help="INNA and SGD: gamma_k = gamma_0 / (k+1)^power (0: constant)",
+    )
+    parser.add_argument(
+        "--epochs", type=cli_args.nonnegative_int, default=5, help="number of epochs"
+    )
+    parser.add_argument(
+        "--batch-size", type=cli_args.positive_int, default=32, help="global batch size"
+    )
+    parser.add_argument(
+        "--seed", type=cli_args.nonnegative_int, default=0, help="seed of weights and batch order"
+    )
+    parser.add_argument("--out", default="results/train", help="output folder")
+    parser.add_argument(
+        "--checkpoint-dir", default=None, help="orbax checkpoints; resumes from the newest"
+    )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=cli_args.positive_int,
+        default=None,
+        help="checkpoint period in steps (default: one epoch)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    cli_args.add_parallel_arguments(parser)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Runs ``inna-jax train``; prints the last row of metrics. Returns 0, or 1 if stopped."""
+    import jax
+
+    if args.dataset == "cifar100" and args.data_dir is None:
+        raise cli_args.UsageError(
+            "--dataset cifar100 needs --data-dir, the folder holding cifar-100-python/"
+        )
+    cli_args.setup_parallel(args)
+    mesh = cli_args.device_mesh(args)
+    if mesh is not None and args.batch_size % mesh.devices.size:
+        raise cli_args.UsageError(
+            f"--batch-size {args.batch_size} must be a multiple of the {mesh.devices.size} "
+            "devices (--devices) that split each batch"
+        )
+    try:
+        result = run(
+            dataset=args.dataset,
+            data_dir=args.data_dir,
+            num_train=args.num_train,
+            model=args.model,
+            optimizer=args.optimizer,
+            learning_rate=args.lr,
+            alpha=args.alpha,
+            beta=args.beta,
+            decay_power=args.decay_power,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            out=args.out,
+            checkpoint_dir=args.checkpoint_dir,
+            checkpoint_every=args.checkpoint_every,
+            mesh=mesh,
+            quiet=args.quiet,
+        )
+    except FileNotFoundError as err:  # no CIFAR-100 in --data-dir, California not on disk
+        raise cli_args.UsageError(f"--dataset {args.dataset}: {err}") from err
+    if jax.process_index() == 0:
+        last = result.history[-1]
+        used = 1 if mesh is None else int(mesh.devices.size)
+        print(
+            f"processes={jax.process_count()} devices={used} "
+            + " ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in last.items()
+            )
+        )
+        if result.stopped:
+            print(result.stopped)
+    return 1 if result.stopped else 0
