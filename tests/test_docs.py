@@ -18,6 +18,7 @@ PUBLIC_MODULES = [
     "inna_jax.train",
     "inna_jax.data",
     "inna_jax.models",
+    "inna_jax.rl",
 ]
 
 
