@@ -24,6 +24,7 @@ import platform
 
 import jax
 import numpy as np
+import scipy.linalg.cython_lapack  # noqa: F401  (jaxlib's LAPACK, for threadpoolctl below)
 from flax import nnx
 from threadpoolctl import threadpool_limits
 

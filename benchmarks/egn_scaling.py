@@ -44,6 +44,7 @@ import jax
 import jax.flatten_util
 import jax.numpy as jnp
 import optax
+import scipy.linalg.cython_lapack  # noqa: F401  (jaxlib's LAPACK, for threadpoolctl below)
 from flax import nnx
 from threadpoolctl import threadpool_limits
 

@@ -400,9 +400,12 @@ def egn(
     curvature :math:`\|S^\top J d\|^2/b` of the line search and of the LM rule come from the
     batch-space solve (:math:`S^\top J d = -S^\top K S\,v`), and the gradient is never formed;
     with momentum they need the gradient and a :math:`Jv` (from the same layer inputs and
-    cotangents). On CPU, keep LAPACK single-threaded
-    (``threadpoolctl.threadpool_limits(1, "blas")``) when the machine is busy: OpenBLAS's
-    threaded Cholesky for systems of size >= 256 can spin for hundreds of milliseconds.
+    cotangents). On CPU, keep LAPACK single-threaded: OpenBLAS's threaded Cholesky for
+    systems of size >= 256 spins for 0.2-1 s per call on a busy 2-core machine (576 x 576:
+    1.1 ms with one thread, 490 ms without). Set ``OPENBLAS_NUM_THREADS=1`` before starting
+    Python, or ``import scipy.linalg.cython_lapack`` (where jaxlib takes LAPACK from) and then
+    enter ``threadpoolctl.threadpool_limits(1, "blas")``; a limit entered before SciPy's
+    OpenBLAS is loaded does not reach it.
 
     **Data parallelism.** Under ``jax.jit`` with the batch split over a mesh axis and the
     parameters replicated (``inna_jax.train.fit(..., mesh=data_mesh(n), extra_args=True)``),

@@ -684,6 +684,7 @@ def run(
     Returns:
         ``{"lqr": rows, "dqn": rows, "machine": ...}``.
     """
+    import scipy.linalg.cython_lapack  # noqa: F401  (jaxlib's LAPACK: see inna_jax.reproduce.egn)
     from threadpoolctl import threadpool_limits
 
     out = Path(out)
