@@ -13,6 +13,7 @@ import pytest
 import inna_jax
 from inna_jax.models import NiN
 from inna_jax.reproduce import figure2
+from inna_jax.reproduce.cli_args import UsageError
 
 
 def test_make_optimizer_steps_match_the_protocol():
@@ -189,12 +190,13 @@ def test_mnist1d_wiring():
     assert model(data.x_train).shape == (50, 10)
 
 
-def test_cli_missing_cifar_is_a_usage_error(tmp_path, capsys):
+def test_cli_missing_cifar_is_a_usage_error(tmp_path):
     parser = argparse.ArgumentParser()
     figure2.add_arguments(parser)
     args = parser.parse_args(["--dataset", "cifar100", "--data-dir", str(tmp_path)])
-    assert figure2.main(args) == 2
-    assert "cifar-100-python/train" in capsys.readouterr().err
+    with pytest.raises(UsageError, match=f"--data-dir {tmp_path}: CIFAR-100 not found") as err:
+        figure2.main(args)
+    assert "cifar-100-python/train" in str(err.value)
 
 
 @pytest.mark.parametrize(

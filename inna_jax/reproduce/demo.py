@@ -87,6 +87,11 @@ def run(
     from inna_jax.models import MLP
     from inna_jax.train import fit
 
+    if not innaprop_lr < INNAPROP_BETA:
+        raise cli_args.UsageError(
+            f"innaprop_lr (--innaprop-lr) must be < INNAprop's beta = {INNAPROP_BETA:g} (its "
+            f"update divides by beta - lr), got {innaprop_lr!r}"
+        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data = load_digits(seed=seed)
@@ -94,11 +99,6 @@ def run(
         raise cli_args.UsageError(
             f"batch_size (--batch-size) must be at most the {len(data.x_train)} training "
             f"digits, got {batch_size}"
-        )
-    if not innaprop_lr < INNAPROP_BETA:
-        raise cli_args.UsageError(
-            f"innaprop_lr (--innaprop-lr) must be < INNAprop's beta = {INNAPROP_BETA:g} (its "
-            f"update divides by beta - lr), got {innaprop_lr!r}"
         )
     results = []
     txs = optimizers(inna_lr, sgd_lr, adagrad_lr, adam_lr, alpha, beta, innaprop_lr)

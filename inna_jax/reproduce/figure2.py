@@ -700,7 +700,9 @@ def main(args: argparse.Namespace) -> int:
     try:
         _run_from_args(args, methods, mesh)
     except FileNotFoundError as err:  # e.g. no CIFAR-100 in --data-dir: a usage error
-        return cli_args.fail("inna-jax figure2", str(err))
+        raise cli_args.UsageError(
+            f"--dataset {args.dataset} --data-dir {args.data_dir}: {err}"
+        ) from err
     return 0
 
 

@@ -275,7 +275,8 @@ def main(args: argparse.Namespace) -> int:
             quiet=args.quiet,
         )
     except FileNotFoundError as err:  # no CIFAR-100 in --data-dir, California not on disk
-        raise cli_args.UsageError(f"--dataset {args.dataset}: {err}") from err
+        where = f" --data-dir {args.data_dir}" if args.data_dir is not None else ""
+        raise cli_args.UsageError(f"--dataset {args.dataset}{where}: {err}") from err
     if jax.process_index() == 0:
         last = result.history[-1]
         used = 1 if mesh is None else int(mesh.devices.size)
