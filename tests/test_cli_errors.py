@@ -35,7 +35,6 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], int, list[str]]]:
     empty.mkdir()
     a_file.write_text("not a folder")
     out = ["--out", str(tmp / "out")]
-    tiny_train = ["--num-train", "64", "--model", "mlp", "--epochs", "0", "--quiet"]
     return {
         # inna-jax train
         "train epochs": (["train", "--epochs", "-1"], 2, ["--epochs", "'-1'", ">= 0"]),
@@ -96,9 +95,9 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], int, list[str]]]:
         ),
         # an unexpected error (--out is a file: mkdir fails): one line and status 1
         "unexpected error": (
-            ["train", *tiny_train, "--out", str(a_file)],
+            ["demo", "--out", str(a_file)],
             1,
-            ["inna-jax train: error: FileExistsError:", str(a_file), "run with --debug"],
+            ["inna-jax demo: error: FileExistsError:", str(a_file), "run with --debug"],
         ),
     }
 
