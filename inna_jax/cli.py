@@ -4,8 +4,10 @@ Each subcommand lives in a module of :mod:`inna_jax.reproduce` that defines
 ``add_arguments(parser)`` and ``main(args) -> int``; its docstring's first line is the help.
 Only the module of the command that runs is imported: ``inna-jax --help`` reads the
 docstrings from the source files, so it needs neither Flax nor diffrax nor matplotlib.
-A bad flag value is one line on stderr and exit status 2 (see
-:mod:`inna_jax.reproduce.cli_args`).
+Errors follow one policy: a bad flag value is one line on stderr naming the flag, the value
+and what is allowed, with exit status 2 (see :mod:`inna_jax.reproduce.cli_args`); any other
+exception of a command is one line ``inna-jax CMD: error: Type: message`` with exit status 1,
+and ``--debug`` shows its traceback instead. ``KeyboardInterrupt`` is left alone.
 """
 
 from __future__ import annotations
@@ -33,6 +35,12 @@ COMMANDS: dict[str, str] = {
 ALIASES: dict[str, str] = {"benchmark": "figure2"}
 
 _ROOT = Path(__file__).resolve().parent.parent
+_EPILOG = (
+    "Errors: a bad flag value prints one line naming the flag and exits with status 2; an "
+    "unexpected error prints one line 'inna-jax COMMAND: error: Type: message' and exits with "
+    "status 1. --debug (before or after COMMAND) shows the Python traceback instead."
+)
+_DEBUG_HELP = "on an unexpected error, show the Python traceback instead of one line"
 
 
 def _docstring(module_name: str) -> str:
@@ -52,7 +60,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         prog="inna-jax",
         description="Inertial-Newton and Gauss-Newton training in JAX: demo, training and "
         "the papers' figures. 'inna-jax COMMAND --help' explains each command.",
+        epilog=_EPILOG,
     )
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     names = {**{name: name for name in COMMANDS}, **ALIASES}
     wanted = ALIASES.get(command, command)
@@ -67,6 +77,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             description=doc,
             formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         )
+        # also after the command; SUPPRESS keeps a --debug given before it
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
         if wanted is None or target == wanted:
             module = importlib.import_module(COMMANDS[target])
             module.add_arguments(p)
@@ -85,9 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``inna-jax`` console script.
 
     Returns the command's exit status: 0 on success, 2 for a usage error (one line on
-    stderr naming the flag).
+    stderr naming the flag), 1 for any other exception (one line on stderr, or its
+    traceback with ``--debug``).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # until the flags are parsed (an error importing the command)
     command = _command_of(argv)
     if command in ALIASES:
         print(
@@ -95,11 +109,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(the old name still works)",
             file=sys.stderr,
         )
-    args = build_parser(command or "").parse_args(argv)
+    prog = f"inna-jax {ALIASES.get(command, command)}" if command else "inna-jax"
     try:
+        args = build_parser(command or "").parse_args(argv)  # imports the command's module
+        prog, debug = f"inna-jax {args._name}", args.debug
         return int(args._module.main(args) or 0)
     except cli_args.UsageError as err:
-        return cli_args.fail(f"inna-jax {args._name}", str(err))
+        return cli_args.fail(prog, str(err))
+    except Exception as err:  # not KeyboardInterrupt nor SystemExit (argparse's exits)
+        if debug:
+            raise
+        message = " ".join(str(err).split())  # one line
+        what = f"{type(err).__name__}: {message}" if message else type(err).__name__
+        print(f"{prog}: error: {what} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -10,8 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import inna_jax
 from inna_jax.models import NiN
 from inna_jax.reproduce import figure2
+from inna_jax.reproduce.cli_args import UsageError
 
 
 def test_make_optimizer_steps_match_the_protocol():
@@ -50,6 +52,30 @@ def test_make_optimizer_steps_match_the_protocol():
     # optax.adagrad: sum of squares starts at 0.1, u = -lr g / sqrt(sum + eps), eps = 1e-7.
     expected = -g0 * np.asarray(g["w"]) / np.sqrt(0.1 + np.asarray(g["w"]) ** 2 + 1e-7)
     np.testing.assert_allclose(u["w"], expected, rtol=1e-6)
+    # INNAprop: inna_jax.innaprop (checked against the authors' update in test_innaprop.py)
+    # with alpha = 0.1, beta = 0.9, a constant step and no weight decay; one family for all
+    # gamma_0, which travels as a value.
+    spec = figure2.make_optimizer("INNAprop", g0)
+    assert spec.family == figure2.make_optimizer("INNAprop", 0.01).family
+    tx, ref = spec.build(), inna_jax.innaprop(g0, 0.1, 0.9, weight_decay=0.0)
+    state, ref_state, params = tx.init(theta), ref.init(theta), theta
+    for k in range(4):
+        gk = {"w": g["w"] * (k + 1)}
+        u, state = tx.update(gk, state, params)
+        v, ref_state = ref.update(gk, ref_state, params)
+        np.testing.assert_allclose(u["w"], v["w"], rtol=1e-12)
+        params = {"w": params["w"] + u["w"]}
+
+
+def test_innaprop_is_a_method_but_not_a_default_one():
+    assert "INNAprop" in figure2.METHODS and "INNAprop" not in figure2.DEFAULT_METHODS
+    assert figure2.DEFAULT_METHODS == figure2.METHODS[:6]  # the paper's six
+    assert figure2.parse_methods("All") == list(figure2.METHODS)
+    assert figure2.parse_methods("adam,innaprop") == ["Adam", "INNAprop"]
+    assert figure2._parse_grid("innaprop=0.001,0.01") == ("INNAprop", (0.001, 0.01))
+    for grids in (figure2.REDUCED_GRIDS, figure2.PAPER_GRIDS):
+        assert set(grids) == set(figure2.METHODS)
+        assert max(grids["INNAprop"]) < 0.9  # INNAprop needs gamma_0 < beta
 
 
 def test_tiny_run_writes_everything(tmp_path):
@@ -57,7 +83,7 @@ def test_tiny_run_writes_everything(tmp_path):
     grids = {m: [0.05] for m in figure2.METHODS}  # one value each: no grid runs here
     res = figure2.run(
         epochs=1, seeds=1, grid_epochs=1, grids=grids, num_train=96, num_test=64, out=out,
-        verbose=False,
+        methods=figure2.METHODS, verbose=False,
     )  # fmt: skip
     for name in (
         "grid.csv", "histories.csv", "table.csv", "table.json", "figure2.png", "summary.json"
@@ -164,12 +190,13 @@ def test_mnist1d_wiring():
     assert model(data.x_train).shape == (50, 10)
 
 
-def test_cli_missing_cifar_is_a_usage_error(tmp_path, capsys):
+def test_cli_missing_cifar_is_a_usage_error(tmp_path):
     parser = argparse.ArgumentParser()
     figure2.add_arguments(parser)
     args = parser.parse_args(["--dataset", "cifar100", "--data-dir", str(tmp_path)])
-    assert figure2.main(args) == 2
-    assert "cifar-100-python/train" in capsys.readouterr().err
+    with pytest.raises(UsageError, match=f"--data-dir {tmp_path}: CIFAR-100 not found") as err:
+        figure2.main(args)
+    assert "cifar-100-python/train" in str(err.value)
 
 
 @pytest.mark.parametrize(

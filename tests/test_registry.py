@@ -1,10 +1,12 @@
 """The one registry of data sets, models and optimizers used by every command."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
+import inna_jax
 from inna_jax.models import MLP, NiN, SmallCNN
 from inna_jax.reproduce import registry
 
@@ -39,6 +41,36 @@ def test_one_family_per_entry_whatever_the_hyperparameters():
     assert e1.family == e2.family  # predict_fn is one object per model structure
     lm = registry.make_optimizer("egn_lm", 1.0, model=m1, loss="cross_entropy")
     assert lm.family != e1.family and lm.static["adaptive_regularization"] is True
+
+
+def test_innaprop_entry_is_inna_jax_innaprop():
+    theta = {"w": jnp.array([1.0, -2.0, 0.5])}
+    a = registry.make_optimizer("innaprop", 1e-3)
+    b = registry.make_optimizer("innaprop", 3e-2, alpha=2.0, beta=2.0, weight_decay=0.0)
+    assert a.family == b.family  # every gamma_0 and (alpha, beta) share one compiled step
+    assert a.hyperparams == {
+        "learning_rate": 1e-3, "alpha": 0.1, "beta": 0.9, "sigma": 0.999, "eps": 1e-8,
+        "weight_decay": 0.01,
+    }  # fmt: skip
+    for spec, ref in (
+        (a, inna_jax.innaprop(1e-3)),
+        (b, inna_jax.innaprop(3e-2, 2.0, 2.0, weight_decay=0.0)),
+    ):
+        tx, state, ref_state, params = spec.build(), None, None, theta
+        state, ref_state = tx.init(params), ref.init(params)
+        for k in range(3):
+            g = jax.tree.map(lambda p, k=k: jnp.sin(p + k), params)
+            u, state = tx.update(g, state, params)
+            v, ref_state = ref.update(g, ref_state, params)
+            np.testing.assert_allclose(u["w"], v["w"], rtol=1e-12)
+            params = jax.tree.map(jnp.add, params, u)
+    # the optimizer's own checks run when the spec is made, with the concrete values
+    with pytest.raises(ValueError, match="learning_rate must be < beta in INNAprop"):
+        registry.make_optimizer("innaprop", 1.0)
+    with pytest.raises(ValueError, match="sigma"):
+        registry.make_optimizer("innaprop", 1e-3, sigma=1.0)
+    with pytest.raises(ValueError, match="alpha"):
+        registry.make_optimizer("inna", 0.1, alpha=-1.0)
 
 
 def test_models_and_errors(tmp_path):

@@ -93,6 +93,9 @@ def test_bad_choices_raise(tmp_path):
         (["--dataset", "cifar100"], "--dataset cifar100 needs --data-dir"),
         (["--dataset", "cifar100", "--data-dir", "/nonexistent"], "CIFAR-100 not found"),
         (["--optimizer", "lion"], "argument --optimizer: unknown value 'lion'; choose from"),
+        (["--optimizer", "innaprop", "--lr", "1"], "learning_rate must be < beta in INNAprop"),
+        (["--optimizer", "adam", "--alpha", "0.3"], "--optimizer adam takes no --alpha"),
+        (["--weight-decay", "0.1"], "--optimizer inna takes no --weight-decay"),
     ],
 )
 def test_usage_errors_are_one_line_with_status_2(argv, message, tmp_path, capsys):
@@ -114,3 +117,20 @@ def test_optimizer_names_are_case_insensitive(tmp_path, capsys):
     assert args.optimizer == "sgd" and args.dataset == "digits"
     assert args._module.main(args) == 0
     assert "epoch=1" in capsys.readouterr().out
+
+
+def test_train_innaprop_through_the_registry(tmp_path, capsys):
+    argv = (
+        "train --optimizer INNAprop --lr 0.003 --beta 0.8 --model mlp --num-train 64 "
+        "--epochs 1 --quiet --out"
+    ).split() + [str(tmp_path)]
+    assert cli.main(argv) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["optimizer"] == "innaprop" and summary["learning_rate"] == 0.003
+    # --beta given, --alpha and --weight-decay left to INNAprop's defaults
+    assert (summary["alpha"], summary["beta"], summary["weight_decay"]) == (0.1, 0.8, 0.01)
+    assert "decay_power" not in summary  # a constant step, like Adam
+    assert (
+        summary["final"]["train_loss"]
+        < json.loads((tmp_path / "metrics.json").read_text())[0]["train_loss"]
+    )

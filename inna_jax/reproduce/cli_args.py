@@ -69,6 +69,46 @@ def nonnegative_float(text: str) -> float:
     return value
 
 
+def int_at_least(low: int):
+    """An argparse type: an integer >= ``low``.
+
+    Example:
+        >>> from inna_jax.reproduce.cli_args import int_at_least
+        >>> int_at_least(8)("10")
+        10
+    """
+
+    def parse(text: str) -> int:
+        value = _number(int, text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def float_in(low: float, high: float):
+    """An argparse type: a number in ``[low, high)``.
+
+    Example:
+        >>> from inna_jax.reproduce.cli_args import float_in
+        >>> float_in(0.0, 1.0)("0.5")
+        0.5
+    """
+
+    def parse(text: str) -> float:
+        value = _number(float, text)
+        if not low <= value < high:
+            raise argparse.ArgumentTypeError(
+                f"must be a number in [{low:g}, {high:g}), got {text!r}"
+            )
+        return value
+
+    parse.__name__ = f"number in [{low:g}, {high:g})"
+    return parse
+
+
 def choice(choices: tuple[str, ...]):
     """An argparse type: one of ``choices``, matched without regard to case."""
     by_key = {c.lower(): c for c in choices}
@@ -138,7 +178,7 @@ def add_parallel_arguments(parser: argparse.ArgumentParser, *, groups: bool = Fa
     )
     g.add_argument(
         "--cpu-collectives",
-        choices=("gloo", "mpi"),
+        type=choice(("gloo", "mpi")),
         default=None,
         help="multi-host on CPU only: the collectives library",
     )

@@ -49,6 +49,7 @@ from flax import nnx
 import inna_jax
 from inna_jax import rl
 from inna_jax.models import MLP
+from inna_jax.reproduce import cli_args
 
 LQR_METHODS = ("egn", "sgn", "sgd", "adam")
 DQN_METHODS = ("egn", "adam")
@@ -800,37 +801,13 @@ def run(
 # --------------------------------------------------------------------------- CLI
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``inna-jax egn-rl``; a bad flag exits with status 2 and one line naming it."""
-
-    def error(message: str) -> None:  # one line, not argparse's usage block
-        parser.exit(2, f"{parser.prog}: error: {message}\n")
-
-    parser.error = error
+    _positive_int, _positive_float = cli_args.positive_int, cli_args.positive_float
     d = DEFAULTS
     parser.add_argument("--out", default="out/egn_rl", help="output folder (CSV, JSON, PNG)")
     parser.add_argument(
-        "--experiments", nargs="+", choices=("lqr", "dqn"), default=["lqr", "dqn"],
+        "--experiments", nargs="+", type=cli_args.choice(("lqr", "dqn")), default=["lqr", "dqn"],
         help="which experiments to run",
     )  # fmt: skip
     parser.add_argument(
@@ -862,11 +839,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="timed chunks (curve points) per run",
     )  # fmt: skip
     lqr.add_argument(
-        "--lqr-models", nargs="+", choices=LQR_MODELS, default=list(LQR_MODELS),
+        "--lqr-models", nargs="+", type=cli_args.choice(LQR_MODELS), default=list(LQR_MODELS),
         help="value models: quadratic features and/or the MLP",
     )  # fmt: skip
     lqr.add_argument(
-        "--lqr-methods", nargs="+", choices=LQR_METHODS, default=list(LQR_METHODS),
+        "--lqr-methods", nargs="+", type=cli_args.choice(LQR_METHODS), default=list(LQR_METHODS),
         help="optimizers compared",
     )  # fmt: skip
     for method, name in (("egn", "EGN"), ("sgn", "SGN"), ("sgd", "SGD"), ("adam", "Adam")):
@@ -876,8 +853,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         )  # fmt: skip
     dqn = parser.add_argument_group("DQN on gymnax")
     dqn.add_argument(
-        "--envs", nargs="+", choices=ENVS, default=list(CLASSIC_ENVS), help="gymnax environments"
-    )
+        "--envs", nargs="+", type=cli_args.choice(ENVS), default=list(CLASSIC_ENVS),
+        help="gymnax environments",
+    )  # fmt: skip
     dqn.add_argument(
         "--minatar",
         action="store_true",
@@ -897,7 +875,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Adam learning rates tried",
     )  # fmt: skip
     dqn.add_argument(
-        "--dqn-methods", nargs="+", choices=DQN_METHODS, default=list(DQN_METHODS),
+        "--dqn-methods", nargs="+", type=cli_args.choice(DQN_METHODS), default=list(DQN_METHODS),
         help="optimizers compared",
     )  # fmt: skip
     dqn.add_argument(

@@ -1,5 +1,9 @@
 """Figure 2 of the INNA paper: SGD, Adagrad, Adam and three INNA settings trained side by side.
 
+``--methods all`` adds INNAprop (Bolte, Boustany, Pauwels, Purica 2024; not in the paper's
+figure), with the authors' vision setting alpha = 0.1, beta = 0.9, a constant step and no
+weight decay, like Adam.
+
 The authors' protocol (Castera et al., JMLR 2021, Section 5): batch 32,
 cross-entropy; gamma_k = gamma_0 / sqrt(k + 1) for INNA and SGD, constant learning rates for
 Adam and Adagrad; gamma_0 per method chosen by a grid search on the first epochs (lowest
@@ -35,8 +39,13 @@ METHOD_OPTIMIZERS: dict[str, tuple[str, dict[str, float]]] = {
     "INNA (0.1, 0.1)": ("inna", {"alpha": 0.1, "beta": 0.1, "decay_power": 0.5}),
     "INNA (0.5, 0.1)": ("inna", {"alpha": 0.5, "beta": 0.1, "decay_power": 0.5}),
     "INNA (0.5, 0.5)": ("inna", {"alpha": 0.5, "beta": 0.5, "decay_power": 0.5}),
+    "INNAprop": ("innaprop", {"alpha": 0.1, "beta": 0.9, "weight_decay": 0.0}),
 }
+#: Every method that ``--methods`` accepts.
 METHODS = tuple(METHOD_OPTIMIZERS)
+#: The methods of the paper's Figure 2, run by default (INNAprop is asked for by name or with
+#: ``--methods all``).
+DEFAULT_METHODS = tuple(m for m in METHODS if m != "INNAprop")
 INNA_SETTINGS = {
     m: (o["alpha"], o["beta"]) for m, (name, o) in METHOD_OPTIMIZERS.items() if name == "inna"
 }
@@ -46,6 +55,9 @@ REDUCED_GRIDS: dict[str, tuple[float, ...]] = {
     "Adagrad": (0.03, 0.1, 0.3, 1.0),
     "Adam": (0.001, 0.003, 0.01, 0.03),
     **{m: (0.1, 0.3, 1.0, 3.0) for m in INNA_SETTINGS},
+    # INNAprop: Adam's grid; on digits a 3-epoch search over 1e-4..3e-2 picks 0.01 (the
+    # training loss: 1.64, 0.52, 0.10, 0.025, 0.012, 0.39), inside this grid.
+    "INNAprop": (0.001, 0.003, 0.01, 0.03),
 }
 #: gamma_0 grids of the CIFAR-100 runs: 6 values each, factors of about 3 (the paper does
 #: not publish its grids).
@@ -54,6 +66,8 @@ PAPER_GRIDS: dict[str, tuple[float, ...]] = {
     "Adagrad": (0.001, 0.003, 0.01, 0.03, 0.1, 0.3),
     "Adam": (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3),
     **{m: (0.003, 0.01, 0.03, 0.1, 0.3, 1.0) for m in INNA_SETTINGS},
+    # INNAprop: around 1e-3, the default of the authors' code, up to 0.03 (below beta = 0.9).
+    "INNAprop": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2),
 }
 DATASETS = ("digits", "mnist1d", "cifar100")
 #: The paper's setting: dataset, epochs, seeds, batch size, grid-search epochs.
@@ -66,8 +80,10 @@ def make_optimizer(method: str, gamma0: float):
     r"""The optimizer of one Figure-2 method with initial step :math:`\gamma_0`.
 
     INNA (:math:`\alpha, \beta`) and SGD use :math:`\gamma_k = \gamma_0/\sqrt{k+1}`
-    (:func:`~inna_jax.power_decay` with power 1/2); Adam and Adagrad use the constant
-    learning rate :math:`\gamma_0` and their own adaptivity (optax defaults otherwise).
+    (:func:`~inna_jax.power_decay` with power 1/2); Adam, Adagrad and INNAprop use the
+    constant learning rate :math:`\gamma_0` and their own adaptivity (optax defaults for
+    Adam and Adagrad; INNAprop with :math:`\alpha = 0.1`, :math:`\beta = 0.9`, no weight
+    decay).
 
     Args:
         method: one of :data:`METHODS`.
@@ -327,7 +343,7 @@ def run(
     batch_size: int = 32,
     grid_epochs: int | None = None,
     grids: Mapping[str, Sequence[float]] | None = None,
-    methods: Sequence[str] = METHODS,
+    methods: Sequence[str] = DEFAULT_METHODS,
     num_train: int | None = None,
     num_test: int | None = None,
     devices: int | None = None,
@@ -359,7 +375,8 @@ def run(
             never more than ``epochs``).
         grids: candidate :math:`\\gamma_0` per method (default :data:`PAPER_GRIDS` on
             CIFAR-100, else :data:`REDUCED_GRIDS`).
-        methods: a subset of :data:`METHODS`.
+        methods: a subset of :data:`METHODS` (default: :data:`DEFAULT_METHODS`, the
+            paper's six).
         num_train: keep the first ``num_train`` training examples (a reduced run).
         num_test: keep the first ``num_test`` test examples.
         devices: spread each group's runs over this many devices (a ``"runs"`` mesh axis);
@@ -612,8 +629,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--methods",
-        default=",".join(METHODS),
-        help="comma-separated subset of the methods (any case)",
+        default=",".join(DEFAULT_METHODS),
+        help="comma-separated methods (any case), or 'all' to add INNAprop to the paper's six; "
+        f"choose from {', '.join(METHODS)}",
     )
     parser.add_argument(
         "--num-train",
@@ -635,11 +653,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_methods(text: str) -> list[str]:
-    """The methods named in ``text`` (comma-separated, any case and spacing).
+    """The methods named in ``text`` (comma-separated, any case and spacing; ``all``: every
+    method of :data:`METHODS`).
 
     Raises:
         cli_args.UsageError: naming ``--methods`` and the unknown name.
+
+    Example:
+        >>> from inna_jax.reproduce.figure2 import parse_methods
+        >>> parse_methods("adam, inna(0.5,0.1), innaprop")
+        ['Adam', 'INNA (0.5, 0.1)', 'INNAprop']
     """
+    if text.strip().lower() == "all":
+        return list(METHODS)
     methods = []
     for part in _split_methods(text):
         key = _method_key(part)
@@ -674,7 +700,9 @@ def main(args: argparse.Namespace) -> int:
     try:
         _run_from_args(args, methods, mesh)
     except FileNotFoundError as err:  # e.g. no CIFAR-100 in --data-dir: a usage error
-        return cli_args.fail("inna-jax figure2", str(err))
+        raise cli_args.UsageError(
+            f"--dataset {args.dataset} --data-dir {args.data_dir}: {err}"
+        ) from err
     return 0
 
 

@@ -57,6 +57,7 @@ from inna_jax.dynamics import (
     predicted_rate,
     solve_function_space,
 )
+from inna_jax.reproduce import cli_args
 
 DEFAULT_WIDTHS = (256, 1024, 4096)
 FULL_WIDTHS = (256, 1024, 4096, 16384)
@@ -615,29 +616,49 @@ def run(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``inna-jax dynamics-ntk``."""
     parser.add_argument("--out", default="results/hb_nag_ntk", help="output folder")
-    parser.add_argument("--n", type=int, default=500, help="number of training digits")
-    parser.add_argument("--width", type=int, default=1024, help="hidden width of the method sweep")
+    pos_int, pos_float = cli_args.positive_int, cli_args.positive_float
     parser.add_argument(
-        "--widths", type=int, nargs="+", default=list(DEFAULT_WIDTHS), help="widths of the sweep"
-    )
-    parser.add_argument("--steps", type=int, default=1000, help="iterations of the method sweep")
-    parser.add_argument(
-        "--sweep-steps", type=int, default=200, help="iterations of the width sweep"
+        "--n", type=cli_args.int_at_least(2), default=500, help="number of training digits"
     )
     parser.add_argument(
-        "--lr", type=float, default=0.05, help="eta (GD, heavy ball) and s (Nesterov)"
+        "--width", type=pos_int, default=1024, help="hidden width of the method sweep"
     )
     parser.add_argument(
-        "--momenta", type=float, nargs="+", default=[0.2, 0.5, 0.8], help="heavy-ball momenta b"
+        "--widths",
+        type=pos_int,
+        nargs="+",
+        default=list(DEFAULT_WIDTHS),
+        help="widths of the sweep",
+    )
+    parser.add_argument(
+        "--steps",
+        type=cli_args.int_at_least(8),
+        default=1000,
+        help="iterations of the method sweep (at least 8: the rate is fitted on [T/8, T/4])",
+    )
+    parser.add_argument(
+        "--sweep-steps", type=pos_int, default=200, help="iterations of the width sweep"
+    )
+    parser.add_argument(
+        "--lr", type=pos_float, default=0.05, help="eta (GD, heavy ball) and s (Nesterov)"
+    )
+    parser.add_argument(
+        "--momenta",
+        type=cli_args.float_in(0.0, 1.0),
+        nargs="+",
+        default=[0.2, 0.5, 0.8],
+        help="heavy-ball momenta b, in [0, 1)",
     )
     parser.add_argument(
         "--dampings",
-        type=float,
+        type=pos_float,
         nargs="+",
         default=[2.0, 3.0, 6.0, 8.0],
         help="Nesterov damping constants r",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of data split and init")
+    parser.add_argument(
+        "--seed", type=cli_args.nonnegative_int, default=0, help="seed of data split and init"
+    )
     parser.add_argument(
         "--full",
         action="store_true",
@@ -648,6 +669,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Runs :func:`run` from parsed command-line flags."""
+    from inna_jax.data import load_digits
+
+    available = len(load_digits(seed=args.seed).x_train)
+    if args.n > available:
+        raise cli_args.UsageError(f"--n {args.n}: must be at most the {available} training digits")
     kwargs = dict(
         out=args.out,
         n=args.n,

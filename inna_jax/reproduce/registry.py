@@ -8,7 +8,9 @@ numeric hyperparameters, their defaults, and its fixed arguments. The registry r
 
 Step sizes: for ``sgd`` and ``inna`` the hyperparameter ``decay_power`` :math:`q` gives
 :math:`\gamma_k = \gamma_0 (k+1)^{-q}` (:func:`inna_jax.power_decay`; :math:`q = 0` is a
-constant step); Adam and Adagrad use a constant rate and their own adaptivity.
+constant step); Adam, Adagrad and INNAprop use a constant rate and their own adaptivity
+(INNAprop's defaults are those of :func:`inna_jax.innaprop`: the authors' vision setting
+:math:`\alpha = 0.1`, :math:`\beta = 0.9`, decoupled weight decay 0.01).
 """
 
 from __future__ import annotations
@@ -221,6 +223,14 @@ def _inna(learning_rate, alpha, beta, decay_power):
     return inna_jax.inna(inna_jax.power_decay(learning_rate, decay_power), alpha, beta)
 
 
+def _innaprop(learning_rate, alpha, beta, sigma, eps, weight_decay):
+    import inna_jax
+
+    return inna_jax.innaprop(
+        learning_rate, alpha, beta, sigma=sigma, eps=eps, weight_decay=weight_decay
+    )
+
+
 def _adam(learning_rate):
     import optax
 
@@ -278,6 +288,12 @@ class OptimizerEntry:
 OPTIMIZERS: dict[str, OptimizerEntry] = {
     "sgd": OptimizerEntry("sgd", "SGD", _sgd, {"decay_power": 0.0}),
     "inna": OptimizerEntry("inna", "INNA", _inna, {"alpha": 0.5, "beta": 0.1, "decay_power": 0.0}),
+    "innaprop": OptimizerEntry(
+        "innaprop",
+        "INNAprop",
+        _innaprop,
+        {"alpha": 0.1, "beta": 0.9, "sigma": 0.999, "eps": 1e-8, "weight_decay": 0.01},
+    ),
     "adam": OptimizerEntry("adam", "Adam", _adam),
     "adagrad": OptimizerEntry("adagrad", "Adagrad", _adagrad),
     "egn": OptimizerEntry(
@@ -309,8 +325,9 @@ def make_optimizer(
             fixed arguments of the entry, replacing its defaults.
 
     Raises:
-        ValueError: for an unknown name or option, a bad ``learning_rate``, or a missing
-            ``model``/``loss`` for EGN and SGN.
+        ValueError: for an unknown name or option, a bad ``learning_rate``, a missing
+            ``model``/``loss`` for EGN and SGN, or a value that the optimizer itself refuses
+            (e.g. INNAprop's ``learning_rate >= beta``).
 
     Example:
         >>> from inna_jax.reproduce.registry import make_optimizer
@@ -345,6 +362,9 @@ def make_optimizer(
         if model is None or loss is None:
             raise ValueError(f"optimizer {name!r} needs model= and loss=")
         static |= {"predict_fn": predict_fn(model), "loss": loss}
+    # Build it once with the concrete values: the optimizer's own checks (alpha > 0, INNAprop's
+    # learning_rate < beta, ...) refuse a bad value now, not as a traced value inside a run.
+    entry.factory(learning_rate, **hyper, **static)
     return OptimizerSpec(
         entry.factory,
         static_args=tuple(k for k in static if k not in ("predict_fn", "loss")),

@@ -23,7 +23,7 @@ from inna_jax.reproduce import registry as reg
 
 DATASETS = ("digits", "diabetes", "mnist1d", "cifar100", "california")
 MODELS = ("auto", *reg.MODELS)
-OPTIMIZERS = ("inna", "sgd", "adam", "adagrad")
+OPTIMIZERS = ("inna", "innaprop", "sgd", "adam", "adagrad")
 
 
 def _plot(history: list[dict], path: Path, title: str) -> None:
@@ -52,7 +52,7 @@ def _describe(optimizer: str, learning_rate: float, hyper: dict) -> str:
     if "decay_power" in hyper:
         q = hyper["decay_power"]
         parts[0] = f"γk=γ0/(k+1)^{q:g}, γ0={learning_rate:g}" if q else parts[0]
-    parts += [f"{k}={v:g}" for k, v in hyper.items() if k in ("alpha", "beta")]
+    parts += [f"{k}={v:g}" for k, v in hyper.items() if k in ("alpha", "beta", "weight_decay")]
     return f"{reg.OPTIMIZERS[optimizer].label} ({', '.join(parts)})"
 
 
@@ -64,9 +64,10 @@ def run(
     model: str = "auto",
     optimizer: str = "inna",
     learning_rate: float = 0.1,
-    alpha: float = 0.5,
-    beta: float = 0.1,
+    alpha: float | None = None,
+    beta: float | None = None,
     decay_power: float = 0.5,
+    weight_decay: float | None = None,
     epochs: int = 5,
     batch_size: int = 32,
     seed: int = 0,
@@ -81,20 +82,38 @@ def run(
 
     ``devices=None`` uses one device in a single process, and every device of every process
     when ``jax.distributed`` is running; ``devices=N`` uses the first N. INNA and SGD use
-    :math:`\\gamma_k = \\gamma_0 (k+1)^{-q}` with ``decay_power`` :math:`q`; Adam and
-    Adagrad a constant rate.
+    :math:`\\gamma_k = \\gamma_0 (k+1)^{-q}` with ``decay_power`` :math:`q`; Adam,
+    Adagrad and INNAprop a constant rate. ``alpha``, ``beta`` (INNA, INNAprop) and
+    ``weight_decay`` (INNAprop) left at ``None`` take the registry's defaults
+    (:data:`inna_jax.reproduce.registry.OPTIMIZERS`).
 
     Returns:
         The :class:`~inna_jax.train.FitResult`.
 
     Raises:
         cli_args.UsageError: for a value that does not fit the data (a batch larger than the
-            training set, a model that does not take the data set).
+            training set, a model that does not take the data set) or that the optimizer
+            refuses (INNAprop's ``learning_rate >= beta``).
     """
     import jax
 
     from inna_jax.train import data_mesh, fit
 
+    entry = reg.OPTIMIZERS[optimizer]
+    given = {"alpha": alpha, "beta": beta, "decay_power": decay_power, "weight_decay": weight_decay}
+    unused = [k for k in ("alpha", "beta", "weight_decay") if given[k] is not None]
+    unused = [k for k in unused if k not in entry.hyperparams]
+    if unused:
+        flags = ", ".join("--" + k.replace("_", "-") for k in unused)
+        raise cli_args.UsageError(f"--optimizer {optimizer} takes no {flags}")
+    hyper = {**entry.hyperparams}
+    hyper |= {k: v for k, v in given.items() if k in entry.hyperparams and v is not None}
+    try:
+        tx = reg.make_optimizer(optimizer, learning_rate, **hyper)
+    except ValueError as err:
+        raise cli_args.UsageError(
+            f"--optimizer {optimizer}: {err} (set by --lr, --alpha, --beta, --weight-decay)"
+        ) from err
     data = reg.load_dataset(dataset, data_dir=data_dir, num_train=num_train)
     if batch_size > len(data.x_train):
         raise cli_args.UsageError(
@@ -105,10 +124,6 @@ def run(
         net = reg.make_model(model, data, seed)
     except ValueError as err:
         raise cli_args.UsageError(f"--model {model}: {err}") from err
-    entry = reg.OPTIMIZERS[optimizer]
-    hyper = {"alpha": alpha, "beta": beta, "decay_power": decay_power}
-    hyper = {k: v for k, v in hyper.items() if k in entry.hyperparams}
-    tx = reg.make_optimizer(optimizer, learning_rate, **hyper)
     if mesh is None and (devices is not None or jax.process_count() > 1):
         mesh = data_mesh(devices)
     out = Path(out)
@@ -177,10 +192,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--lr", type=cli_args.positive_float, default=0.1, help="learning rate gamma_0"
     )
     parser.add_argument(
-        "--alpha", type=cli_args.positive_float, default=0.5, help="INNA friction alpha"
+        "--alpha",
+        type=cli_args.positive_float,
+        default=None,
+        help="INNA and INNAprop friction alpha (default: INNA 0.5, INNAprop 0.1)",
     )
     parser.add_argument(
-        "--beta", type=cli_args.positive_float, default=0.1, help="INNA Newtonian damping beta"
+        "--beta",
+        type=cli_args.positive_float,
+        default=None,
+        help="INNA and INNAprop Newtonian damping beta (default: INNA 0.1, INNAprop 0.9)",
+    )
+    parser.add_argument(
+        "--weight-decay",
+        type=cli_args.nonnegative_float,
+        default=None,
+        help="INNAprop: decoupled weight decay (default 0.01)",
     )
     parser.add_argument(
         "--decay-power",
@@ -237,6 +264,7 @@ def main(args: argparse.Namespace) -> int:
             alpha=args.alpha,
             beta=args.beta,
             decay_power=args.decay_power,
+            weight_decay=args.weight_decay,
             epochs=args.epochs,
             batch_size=args.batch_size,
             seed=args.seed,
@@ -247,7 +275,8 @@ def main(args: argparse.Namespace) -> int:
             quiet=args.quiet,
         )
     except FileNotFoundError as err:  # no CIFAR-100 in --data-dir, California not on disk
-        raise cli_args.UsageError(f"--dataset {args.dataset}: {err}") from err
+        where = f" --data-dir {args.data_dir}" if args.data_dir is not None else ""
+        raise cli_args.UsageError(f"--dataset {args.dataset}{where}: {err}") from err
     if jax.process_index() == 0:
         last = result.history[-1]
         used = 1 if mesh is None else int(mesh.devices.size)
