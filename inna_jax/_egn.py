@@ -63,31 +63,29 @@ def _cholesky(m: jax.Array) -> jax.Array:
     """Cholesky factor of an SPD ``m``, factored once; a retry only if the factor is not finite.
 
     The retry adds ``n * eps * max(diag(m))`` to the diagonal, then ten times more each time,
-    up to 12 tries. Exactly SPD systems (the usual case) are factored unchanged, with no loop.
+    up to 12 tries, in a ``while_loop`` whose body does not run when the first factor is
+    finite (the usual case), also under ``vmap``: a ``lax.cond`` would become a ``select``
+    that computes the retry for every lane, and a vmapped ``cond`` holding a second LAPACK
+    call hung XLA:CPU (jax 0.10) inside the DQN of ``inna_jax.rl``.
     """
     n = m.shape[0]
-    chol = jax.lax.linalg.cholesky(m, symmetrize_input=False)  # reads the lower triangle
-    ok = jnp.all(jnp.isfinite(jnp.diagonal(chol)))
+    eye = jnp.eye(n, dtype=m.dtype)
+    shift0 = n * jnp.finfo(m.dtype).eps * jnp.max(jnp.abs(jnp.diag(m)))
 
-    def retry():
-        eye = jnp.eye(n, dtype=m.dtype)
-        shift0 = n * jnp.finfo(m.dtype).eps * jnp.max(jnp.abs(jnp.diag(m)))
+    def factor(shift):
+        return jax.lax.linalg.cholesky(m + shift * eye, symmetrize_input=False)
 
-        def cond(carry):
-            factor, tries, _ = carry
-            return ~jnp.all(jnp.isfinite(jnp.diagonal(factor))) & (tries < _MAX_JITTER_TRIES)
+    def cond(carry):
+        chol, tries, _ = carry
+        return ~jnp.all(jnp.isfinite(jnp.diagonal(chol))) & (tries < _MAX_JITTER_TRIES)
 
-        def factor(shift):
-            return jax.lax.linalg.cholesky(m + shift * eye, symmetrize_input=False)
+    def body(carry):
+        _, tries, shift = carry
+        return factor(shift), tries + 1, shift * 10
 
-        def body(carry):
-            _, tries, shift = carry
-            return factor(shift), tries + 1, shift * 10
-
-        first = (factor(shift0), 1, shift0 * 10)
-        return jax.lax.while_loop(cond, body, first)[0]
-
-    return jax.lax.cond(ok, lambda: chol, retry)
+    # the first factor reads the lower triangle of m unchanged
+    chol = jax.lax.linalg.cholesky(m, symmetrize_input=False)
+    return jax.lax.while_loop(cond, body, (chol, 0, shift0))[0]
 
 
 def _solve(gram: jax.Array, mu: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array]:

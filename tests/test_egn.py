@@ -483,9 +483,26 @@ def test_cholesky_is_factored_once_outside_any_loop():
     from inna_jax._egn import _cholesky
 
     m = jnp.eye(6) * 2.0
-    top = [eqn.primitive.name for eqn in jax.make_jaxpr(_cholesky)(m).jaxpr.eqns]
-    assert "cholesky" in top and "cond" in top and "while" not in top  # retry only in a branch
+    eqns = jax.make_jaxpr(_cholesky)(m).jaxpr.eqns
+    top = [eqn.primitive.name for eqn in eqns]
+    # one factorization at the top; the retry lives only in the while loop's body
+    assert top.count("cholesky") == 1 and "while" in top and "cond" not in top
     np.testing.assert_allclose(_cholesky(m), np.sqrt(2.0) * np.eye(6))
+
+
+def test_cholesky_retries_with_jitter_when_the_factor_is_not_finite():
+    from inna_jax._egn import _cholesky
+
+    m = jnp.array([[1.0, 1.0], [1.0, 1.0 - 1e-12]])  # indefinite by 1e-12: no factor
+    assert not np.all(np.isfinite(np.asarray(jax.lax.linalg.cholesky(m))))
+    chol = np.asarray(_cholesky(m))
+    assert np.all(np.isfinite(chol))
+    shift = np.diag(chol @ chol.T - np.asarray(m))  # the jitter that was added
+    assert 0 < shift[0] < 1e-10 and np.allclose(chol @ chol.T - np.asarray(m), np.diag(shift))
+    # vmapped, one lane needs the retry and the other keeps its exact factor
+    both = np.asarray(jax.vmap(_cholesky)(jnp.stack([m, 4.0 * jnp.eye(2)])))
+    np.testing.assert_allclose(both[1], 2.0 * np.eye(2))
+    assert np.all(np.isfinite(both[0]))
 
 
 # --- non-finite batches, dtypes, bad labels --------------------------------------------------
