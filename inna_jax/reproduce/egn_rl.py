@@ -563,6 +563,8 @@ def _plot_dqn(path: Path, curves: list[dict], table: list[dict], title: str) -> 
         axes[row, 0].set_xlabel("environment steps")
         axes[row, 1].set_xlabel("wall-clock seconds (all seeds, one vmapped program; log)")
         axes[row, 1].set_xscale("log")
+        # labels on the decades only: minor-tick labels overlapped on short ranges
+        axes[row, 1].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         axes[row, 1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
