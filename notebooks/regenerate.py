@@ -84,7 +84,11 @@ def output_summary(notebook: nbformat.NotebookNode) -> list[list[tuple[str, str]
         for out in cell.get("outputs", []):
             kind = out.get("output_type")
             if kind == "stream" and out.get("name") == "stdout":
-                seen.append(("stdout", out.get("text", "")))
+                text = out.get("text", "")
+                if seen and seen[-1][0] == "stdout":  # the kernel splits printed text into
+                    seen[-1] = ("stdout", seen[-1][1] + text)  # chunks as timing allows
+                else:
+                    seen.append(("stdout", text))
             elif kind in ("execute_result", "display_data"):
                 data = out.get("data", {})
                 if "image/png" in data:

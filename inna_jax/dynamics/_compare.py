@@ -335,7 +335,8 @@ def _time_axis(method, lr, steps):
         else:
             gammas = jnp.full((steps,), lr)
         return jnp.concatenate([jnp.zeros(1, gammas.dtype), jnp.cumsum(gammas)])
-    return jnp.sqrt(lr) * jnp.arange(steps + 1)
+    root = jnp.sqrt(jnp.asarray(lr))
+    return root * jnp.arange(steps + 1, dtype=root.dtype)
 
 
 def _solve_ode(method, loss_fn, theta0, ts, hyper, ode_options):
