@@ -40,7 +40,6 @@ from jax.typing import ArrayLike
 from inna_jax._gauss_newton_losses import (
     as_matrix,
     check_loss,
-    hessian_root,
     loss_terms,
 )
 from inna_jax._gauss_newton_step import (
@@ -48,15 +47,13 @@ from inna_jax._gauss_newton_step import (
     GaussNewtonState,
     check_lm_rule,
     gauss_newton_transformation,
+    layer_pass,
 )
-from inna_jax._jaxpr_layers import find_layers
 from inna_jax._ntk import PredictFn, _gram_matrix_free, check_implementation
-from inna_jax._ntk_layers import flatten, layerwise_jacobian, unflatten
+from inna_jax._ntk_layers import flatten, unflatten
 from inna_jax._validation import check_positive
 
 _MAX_JITTER_TRIES = 12
-# cross-entropy uses the (C-1)-column Hessian root (see inna_jax._gauss_newton_losses)
-_REDUCED_ROOT = True
 
 
 def _cholesky(m: jax.Array) -> jax.Array:
@@ -117,27 +114,15 @@ def _direction_layerwise(
     chunk_size: int | None,
 ) -> Direction:
     """EGN from one forward pass and one VJP with the columns of each :math:`S_i`."""
-    model = find_layers(predict_fn, params, inputs)
-    c = model.num_outputs
-    reduced = _REDUCED_ROOT and loss == "cross_entropy" and c >= 2
-    b = jax.tree.leaves(inputs)[0].shape[0]
-    # shapes and (concrete) labels are checked before the pass
-    as_matrix(jnp.zeros((b, *model.output_shape), model.output_dtype), targets, loss)
-
-    def columns_fn(out):
-        return hessian_root(out[None, :], loss, reduced=reduced)[0]
-
-    lj = layerwise_jacobian(
+    model, lj, terms, b = layer_pass(
         predict_fn,
         params,
         inputs,
-        columns_fn,
+        targets,
+        loss=loss,
         implementation=implementation,
         chunk_size=chunk_size,
-        model=model,
     )
-    out2d, tgt = as_matrix(lj.outputs, targets, loss)
-    terms = loss_terms(out2d, tgt, loss, reduced=reduced)
     m = terms.root_residual.shape[1]
     dtype = lj.dtype
     w = terms.root_residual.reshape(-1).astype(dtype)

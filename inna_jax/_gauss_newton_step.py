@@ -19,10 +19,70 @@ import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
 
-from inna_jax._gauss_newton_losses import as_matrix, mean_loss
+from inna_jax._gauss_newton_losses import (
+    LossTerms,
+    as_matrix,
+    hessian_root,
+    loss_terms,
+    mean_loss,
+)
+from inna_jax._jaxpr_layers import ModelLayers, find_layers
+from inna_jax._ntk_layers import LayerwiseJacobian, layerwise_jacobian
 from inna_jax._validation import check_nonnegative, check_positive, concrete_float
 
 LM_RULES = ("relative", "reference")
+
+
+class LayerPass(NamedTuple):
+    """One layer pass of a batch with the loss-Hessian-root cotangents (see :func:`layer_pass`).
+
+    Attributes:
+        model: the layers found in the traced model.
+        jacobian: inputs and cotangents of each layer (the Gram matrix, :math:`S^\\top Jv`,
+            :math:`J^\\top S u`).
+        terms: the loss terms at the batch outputs (residual in the root's columns).
+        batch: the batch size ``b``.
+    """
+
+    model: ModelLayers
+    jacobian: LayerwiseJacobian
+    terms: LossTerms
+    batch: int
+
+
+def layer_pass(
+    predict_fn: Callable,
+    params: Any,
+    inputs: Any,
+    targets: jax.Array,
+    *,
+    loss: str,
+    implementation: str,
+    chunk_size: int | None = None,
+) -> LayerPass:
+    """One forward pass and one VJP whose cotangents are the columns of each example's
+    loss-Hessian root :math:`S_i` (rank :math:`C - 1` for cross-entropy, where
+    :math:`S_i^\\top \\sqrt{p_i} = 0`), and the loss terms at the outputs: what EGN and SGN
+    share. Shapes and concrete labels are checked before the pass."""
+    model = find_layers(predict_fn, params, inputs)
+    reduced = loss == "cross_entropy" and model.num_outputs >= 2
+    b = jax.tree.leaves(inputs)[0].shape[0]
+    as_matrix(jnp.zeros((b, *model.output_shape), model.output_dtype), targets, loss)
+
+    def columns_fn(out):
+        return hessian_root(out[None, :], loss, reduced=reduced)[0]
+
+    lj = layerwise_jacobian(
+        predict_fn,
+        params,
+        inputs,
+        columns_fn,
+        implementation=implementation,
+        chunk_size=chunk_size,
+        model=model,
+    )
+    out2d, tgt = as_matrix(lj.outputs, targets, loss)
+    return LayerPass(model, lj, loss_terms(out2d, tgt, loss, reduced=reduced), b)
 
 
 @dataclasses.dataclass(eq=False)

@@ -27,11 +27,15 @@ import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
 
-from inna_jax._gauss_newton_losses import as_matrix, check_loss, hessian_root, loss_terms
-from inna_jax._gauss_newton_step import Direction, _vdot, gauss_newton_transformation
-from inna_jax._jaxpr_layers import find_layers
+from inna_jax._gauss_newton_losses import as_matrix, check_loss, loss_terms
+from inna_jax._gauss_newton_step import (
+    Direction,
+    _vdot,
+    gauss_newton_transformation,
+    layer_pass,
+)
 from inna_jax._ntk import PredictFn, check_implementation
-from inna_jax._ntk_layers import flatten, layerwise_jacobian, unflatten
+from inna_jax._ntk_layers import flatten, unflatten
 
 
 def _sgn_direction_linearized(
@@ -94,20 +98,9 @@ def _sgn_direction_layerwise(
 ) -> Direction:
     """SGN with the per-layer inputs and cotangents of one pass (:math:`S^\\top Jv`,
     :math:`J^\\top S u` from them)."""
-    model = find_layers(predict_fn, params, inputs)
-    c = model.num_outputs
-    reduced = loss == "cross_entropy" and c >= 2
-    b = jax.tree.leaves(inputs)[0].shape[0]
-    as_matrix(jnp.zeros((b, *model.output_shape), model.output_dtype), targets, loss)
-
-    def columns_fn(out):
-        return hessian_root(out[None, :], loss, reduced=reduced)[0]
-
-    lj = layerwise_jacobian(
-        predict_fn, params, inputs, columns_fn, implementation=implementation, model=model
+    model, lj, terms, b = layer_pass(
+        predict_fn, params, inputs, targets, loss=loss, implementation=implementation
     )
-    out2d, tgt = as_matrix(lj.outputs, targets, loss)
-    terms = loss_terms(out2d, tgt, loss, reduced=reduced)
     m = terms.root_residual.shape[1]
     dtype = lj.dtype
     lam = jnp.asarray(regularizer, dtype)
