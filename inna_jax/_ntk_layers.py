@@ -228,18 +228,8 @@ class LayerwiseJacobian:
             q = jnp.einsum("iksgf,iktgf->ikgst", d, d)  # (b, m, G, S, S)
             diag = diag + jnp.sum(q * p[:, None], axis=(2, 3, 4))
         n = b * m
-        shared = {}
-        for k, layer in enumerate(self.model.layers):
-            if layer.shared:
-                leaf = layer.weight.leaf
-                aval = self.model.param_avals[leaf]
-                jac = self._layer_jacobian(k)[:, :, :, : layer.features_in, :]
-                jac = jac.reshape(n, *jac.shape[2:])
-                to_leaf = jax.vmap(lambda x, ly=layer, av=aval: ly.weight_from_canonical(x, av))
-                part = to_leaf(jac).reshape(n, -1).astype(self.dtype)
-                shared[leaf] = part if leaf not in shared else shared[leaf] + part
         flat = diag.reshape(n)
-        for jac in [*shared.values(), *self.fallback]:
+        for jac in [*self._shared_jacobians(), *self.fallback]:
             jac = jac.reshape(n, -1).astype(self.dtype)
             flat = flat + jnp.sum(jac * jac, axis=1)
         return flat

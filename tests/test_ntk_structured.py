@@ -346,6 +346,13 @@ def test_auto_picks_the_cheaper_way():
 
 
 @pytest.mark.parametrize("name", ["small_cnn_2d", "shared_weights", "fallback_mix"])
+def test_gram_diagonal_is_the_diagonal_of_the_gram(name):
+    fn, params, x = MODELS[name]()
+    lj = layerwise_jacobian(fn, params, x)
+    np.testing.assert_allclose(lj.gram_diagonal(), jnp.diagonal(lj.gram()), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["small_cnn_2d", "shared_weights", "fallback_mix"])
 def test_vjp_and_jvp_match_autodiff(name):
     fn, params, x = MODELS[name]()
     b = jax.tree.leaves(x)[0].shape[0]
