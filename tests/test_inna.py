@@ -1,6 +1,8 @@
 """INNA: the pure step, psi0, and the optax optimizer against an independent NumPy reference."""
 
 import math
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -12,12 +14,8 @@ from jax.sharding import PartitionSpec as P
 
 import inna_jax
 
-
-@pytest.fixture(autouse=True)
-def strict_dtype_promotion():
-    """No implicit dtype promotion anywhere in the optimizer (equinox/diffrax habit)."""
-    with jax.numpy_dtype_promotion("strict"):
-        yield
+sys.path.insert(0, str(Path(__file__).parent))
+from _problems import mlp_problem  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------
@@ -46,32 +44,6 @@ def numpy_inna_trajectory(
     return np.stack(out)
 
 
-def _mlp_problem(seed=0, n=64, d=5, h=7):
-    """A small tanh MLP regression in float64; params flattened for the NumPy side."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, d))
-    y = np.sin(x @ rng.normal(size=d))
-    params = {
-        "w1": rng.normal(size=(d, h)) / np.sqrt(d),
-        "b1": np.zeros(h),
-        "w2": rng.normal(size=(h,)) / np.sqrt(h),
-    }
-    params = jax.tree.map(jnp.asarray, params)
-    flat0, unravel = jax.flatten_util.ravel_pytree(params)
-
-    def loss(p, k):
-        # minibatches of 16 examples, cycling: a stochastic gradient
-        start = (k % 4) * 16
-        xb = jax.lax.dynamic_slice_in_dim(jnp.asarray(x), start, 16)
-        yb = jax.lax.dynamic_slice_in_dim(jnp.asarray(y), start, 16)
-        pred = jnp.tanh(xb @ p["w1"] + p["b1"]) @ p["w2"]
-        return jnp.mean((pred - yb) ** 2)
-
-    grad = jax.jit(jax.grad(loss))
-    flat_grad = lambda flat, k: np.asarray(jax.flatten_util.ravel_pytree(grad(unravel(flat), k))[0])
-    return params, np.asarray(flat0), unravel, grad, flat_grad
-
-
 CASES = {
     "constant_lr_s_beta": dict(lr0=0.1, alpha=0.5, beta=0.1, s=0.1),
     "power_decay_weight_decay": dict(
@@ -87,7 +59,7 @@ CASES = {
 def test_optimizer_matches_numpy_reference_for_300_steps(case):
     cfg = CASES[case]
     steps = 300
-    params, flat0, unravel, grad, flat_grad = _mlp_problem()
+    params, flat0, unravel, grad, flat_grad = mlp_problem()
     expected = numpy_inna_trajectory(flat0, flat_grad, steps=steps, **cfg)
 
     lr = cfg["lr0"]
@@ -118,7 +90,7 @@ def test_optimizer_matches_numpy_reference_for_300_steps(case):
 def test_pure_step_with_psi0_matches_numpy_reference(s):
     steps = 300
     alpha, beta, lr0, q = 0.5, 0.1, 0.1, 0.5
-    params, flat0, unravel, grad, flat_grad = _mlp_problem(seed=1)
+    params, flat0, unravel, grad, flat_grad = mlp_problem(seed=1)
     expected = numpy_inna_trajectory(
         flat0, flat_grad, steps=steps, lr0=lr0, alpha=alpha, beta=beta, s=s, decay_power=q
     )

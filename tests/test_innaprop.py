@@ -1,6 +1,8 @@
 """INNAprop against a NumPy transcription of the authors' PyTorch update, in float64."""
 
 import math
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -10,11 +12,8 @@ import pytest
 
 import inna_jax
 
-
-@pytest.fixture(autouse=True)
-def strict_dtype_promotion():
-    with jax.numpy_dtype_promotion("strict"):
-        yield
+sys.path.insert(0, str(Path(__file__).parent))
+from _problems import mlp_problem  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------
@@ -44,31 +43,6 @@ def numpy_innaprop_trajectory(
         theta = theta * (1 + scalar1) - scalar2 * psi + (-lr * beta) * (g / denom)
         out.append(theta.copy())
     return np.stack(out)
-
-
-def _mlp_problem(seed=0, n=64, d=5, h=7):
-    """A small tanh MLP regression in float64 with cycling minibatches of 16."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, d))
-    y = np.sin(x @ rng.normal(size=d))
-    params = {
-        "w1": rng.normal(size=(d, h)) / np.sqrt(d),
-        "b1": np.zeros(h),
-        "w2": rng.normal(size=(h,)) / np.sqrt(h),
-    }
-    params = jax.tree.map(jnp.asarray, params)
-    flat0, unravel = jax.flatten_util.ravel_pytree(params)
-
-    def loss(p, k):
-        start = (k % 4) * 16
-        xb = jax.lax.dynamic_slice_in_dim(jnp.asarray(x), start, 16)
-        yb = jax.lax.dynamic_slice_in_dim(jnp.asarray(y), start, 16)
-        pred = jnp.tanh(xb @ p["w1"] + p["b1"]) @ p["w2"]
-        return jnp.mean((pred - yb) ** 2)
-
-    grad = jax.jit(jax.grad(loss))
-    flat_grad = lambda flat, k: np.asarray(jax.flatten_util.ravel_pytree(grad(unravel(flat), k))[0])
-    return params, np.asarray(flat0), grad, flat_grad
 
 
 def _warmup_cosine(peak, warmup, total, end):
@@ -110,7 +84,7 @@ CASES = {
 
 def _trajectories(cfg, steps):
     """(ours, the authors' transcription), both (steps + 1, P) float64 arrays."""
-    params, flat0, grad, flat_grad = _mlp_problem()
+    params, flat0, _, grad, flat_grad = mlp_problem()
     if cfg["lr"] == "gpt2":
         # warm-up from 0 over 10 steps to 6e-4, cosine to 6e-5 at step 100 (their shape)
         lr_fn, learning_rate = _warmup_cosine(6e-4, 10, STEPS, 6e-5)
@@ -153,7 +127,7 @@ def test_large_steps_amplify_rounding_in_the_authors_own_update():
     """
     cfg = dict(lr=0.05, alpha=2.0, beta=2.0, sigma=0.99, eps=1e-8, weight_decay=0.1)
     ours, expected = _trajectories(cfg, STEPS)
-    _, flat0, _, flat_grad = _mlp_problem()
+    _, flat0, _, _, flat_grad = mlp_problem()
     hyper = {k: cfg[k] for k in ("alpha", "beta", "sigma", "eps", "weight_decay")}
     one_ulp = numpy_innaprop_trajectory(
         flat0 * (1 + 2.0**-52), flat_grad, steps=STEPS, lr_fn=lambda k: 0.05, **hyper

@@ -32,13 +32,6 @@ from jax.sharding import PartitionSpec as P
 import inna_jax
 
 
-@pytest.fixture(autouse=True)
-def strict_dtype_promotion():
-    """No implicit dtype promotion anywhere in the optimizers."""
-    with jax.numpy_dtype_promotion("strict"):
-        yield
-
-
 # --------------------------------------------------------------------------------------
 # Problems: least-squares residual models.
 # --------------------------------------------------------------------------------------
