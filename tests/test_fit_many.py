@@ -348,3 +348,20 @@ def test_bad_group_arguments():
                  mesh=run_mesh(2, 1))  # fmt: skip
     with pytest.raises(TypeError, match="GradientTransformation or an OptimizerSpec"):
         fit_many(models, "sgd", data, epochs=1, batch_size=16)
+
+
+def test_record_stops_like_stop_without_a_warning():
+    import warnings
+
+    data = _digits(64, 20)
+    specs = [OptimizerSpec(_sgd_breaking_above_one, learning_rate=lr) for lr in (0.1, 2.0)]
+    models = [_f64(MLP(64, (), 10, rngs=nnx.Rngs(0))) for _ in specs]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        results = fit_many(
+            models, specs, data, epochs=3, batch_size=16, quiet=True, log_every=1,
+            on_nonfinite="record",
+        )  # fmt: skip
+    assert [r.diverged for r in results] == [False, True]
+    assert "run 1 (seed 0)" in results[1].stopped and "at step 6 (epoch 2)" in results[1].stopped
+    assert results[1].steps == 5

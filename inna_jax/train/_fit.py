@@ -39,7 +39,7 @@ from inna_jax.train._checkpoint import Checkpointer
 from inna_jax.train._spec import OptimizerSpec
 from inna_jax.train._step import TrainState
 
-_ON_NONFINITE = ("stop", "raise")
+_ON_NONFINITE = ("stop", "raise", "record")
 _STRATEGIES = ("auto", "vmap", "loop")
 Optimizer = OptimizerSpec | optax.GradientTransformation
 
@@ -174,6 +174,13 @@ def _hyper_arrays(specs: Sequence[OptimizerSpec]) -> dict[str, np.ndarray]:
 
 
 _CONV_CACHE: dict[Any, bool] = {}
+
+
+def _eval_chunk(n: int, most: int, multiple: int) -> int:
+    """Rows per evaluation chunk: ``n`` rows in as few chunks of at most ``most`` (rounded
+    up to ``multiple``) as possible, all of one size."""
+    chunks = -(-n // max(int(most), 1))
+    return _round_up(-(-n // chunks), multiple)
 
 
 def _has_convolution(graphdef: Any, params: Any, rest: Any, x: np.ndarray) -> bool:
@@ -478,9 +485,10 @@ def _train(
     runs.set_states(states)  # copies: the models' own arrays survive donation
 
     ebs = int(eval_batch_size) if eval_batch_size is not None else max(int(batch_size), 512)
-    # each split in chunks of at most ebs rows, the last one padded (and masked)
-    ebs_train = _round_up(min(ebs, len(x_train)), data_devices)
-    ebs_test = _round_up(min(ebs, max(len(x_test), 1)), data_devices)
+    # each split in equal chunks of at most ebs rows (the last one padded and masked), so
+    # that little is computed for padding: 1,348 rows and ebs 512 give 3 chunks of 450
+    ebs_train = _eval_chunk(len(x_train), ebs, data_devices)
+    ebs_test = _eval_chunk(max(len(x_test), 1), ebs, data_devices)
 
     def epoch_rows(epoch: int, step: int, time_s: float) -> list[dict]:
         train_loss, _ = runs.evaluate(x_train, y_train, ebs_train)
@@ -646,7 +654,8 @@ def _train(
             continue
         if on_nonfinite == "raise":
             raise FloatingPointError(message)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        if on_nonfinite == "stop":
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
     return results
 
 
@@ -732,7 +741,9 @@ def fit(
     If a loss or an updated parameter is not finite, the update is dropped and the run stops:
     the model keeps the last finite parameters, no checkpoint is written past that point, and
     with ``on_nonfinite="stop"`` a ``RuntimeWarning`` gives the step and the last good
-    checkpoint, also in :attr:`FitResult.stopped`; ``"raise"`` raises ``FloatingPointError``.
+    checkpoint, also in :attr:`FitResult.stopped`; ``"record"`` stops the same way without
+    the warning (the message is only in :attr:`FitResult.stopped`); ``"raise"`` raises
+    ``FloatingPointError``.
 
     The progress bar says "compiling" until the first step has run, then starts its clock,
     so that its time estimate does not extrapolate the compilation.
@@ -755,9 +766,11 @@ def fit(
         mesh: a ``jax.sharding.Mesh`` with a ``"data"`` axis; ``None`` for one device.
         quiet: turn the tqdm progress bar off.
         desc: label of the progress bar (default: the data set's name).
-        eval_batch_size: batch size of the evaluation passes (default
-            ``max(batch_size, 512)``, rounded to the mesh).
-        on_nonfinite: ``"stop"`` (warn and return) or ``"raise"``.
+        eval_batch_size: the most rows of one evaluation pass (default
+            ``max(batch_size, 512)``); each split is cut into equal chunks of at most this
+            size (rounded up to the mesh's ``"data"`` size), the last one padded.
+        on_nonfinite: ``"stop"`` (warn and return), ``"record"`` (return; the reason is in
+            :attr:`FitResult.stopped`) or ``"raise"``.
         max_to_keep: number of recent checkpoints kept.
         log_every: the loss shown on the progress bar, and the finiteness flag, are read
             every ``log_every`` steps (and at every epoch end and checkpoint).
@@ -921,8 +934,11 @@ def fit_many(
         quiet: turn the progress bar off.
         desc: label of the progress bar.
         eval_batch_size: as in :func:`fit`.
-        on_nonfinite: ``"stop"`` (warn for each stopped run and go on with the others) or
-            ``"raise"`` (raise ``FloatingPointError`` when a run stops).
+        on_nonfinite: ``"stop"`` (warn for each stopped run and go on with the others),
+            ``"record"`` (the same without the warnings: each reason is in its
+            :attr:`FitResult.stopped`; a protocol that reports divergence itself, or runs
+            groups in threads, where ``warnings.catch_warnings`` is not safe) or ``"raise"``
+            (raise ``FloatingPointError`` when a run stops).
         max_to_keep: number of recent checkpoints kept.
         log_every: as in :func:`fit`.
         eval_every: as in :func:`fit`.

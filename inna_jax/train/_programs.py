@@ -32,16 +32,16 @@ _LOCK = threading.Lock()
 
 
 def _cached(key: Hashable, build: Callable[[], Callable]) -> Callable:
+    # Building only wraps functions (nothing is traced), so it happens under the lock: groups
+    # trained in threads then share one jitted function, and jax compiles it once.
     with _LOCK:
         if key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]
-    fn = build()
-    with _LOCK:
-        _CACHE[key] = fn
+        fn = _CACHE[key] = build()
         while len(_CACHE) > _MAX_ENTRIES:
             _CACHE.popitem(last=False)
-    return fn
+        return fn
 
 
 def clear() -> None:
