@@ -209,6 +209,7 @@ def test_cli_missing_cifar_is_a_usage_error(tmp_path):
         (["--grid", "SGD=0.1,-1"], "argument --grid: values must be finite numbers > 0"),
         (["--batch-size", "5000"], "must be at most the 1348 training examples"),
         (["--devices", "16"], "--devices 16: JAX sees only 8 device(s)"),
+        (["--workers", "0"], "argument --workers: must be an integer >= 1, got '0'"),
     ],
 )
 def test_usage_errors(argv, message, tmp_path, capsys):

@@ -65,3 +65,70 @@ def test_band_is_drawn_only_for_several_seeds(seeds, bands):
     plots.zoom(axes[0, 0], [0.95, 0.99], lower=0, upper=1)
     lo, hi = axes[0, 0].get_ylim()
     assert 0.9 < lo < 0.95 and 0.99 < hi <= 1.0
+
+
+def test_run_concurrently_keeps_the_order_and_overlaps_the_tasks():
+    import threading
+    import time
+
+    inside, most = [0], [0]
+    lock = threading.Lock()
+
+    def task(i):
+        def work():
+            with lock:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+            time.sleep(0.05 * (3 - i))  # the first task ends last
+            with lock:
+                inside[0] -= 1
+            return i
+
+        return work
+
+    assert protocol.run_concurrently([task(i) for i in range(3)], workers=3) == [0, 1, 2]
+    assert most[0] == 3  # all three were running at once
+    most[0] = 0
+    assert protocol.run_concurrently([task(i) for i in range(3)], workers=1) == [0, 1, 2]
+    assert most[0] == 1
+    assert protocol.default_workers() >= 1
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="workers must be an integer >= 1"):
+            protocol.run_concurrently([lambda: 1], workers=bad)
+
+
+def test_run_concurrently_raises_the_first_error_and_drops_the_tasks_not_started():
+    started = []
+
+    def fail():
+        started.append("fail")
+        raise FloatingPointError("task 0 failed")
+
+    def later(i):
+        return lambda: started.append(i)
+
+    with pytest.raises(FloatingPointError, match="task 0 failed"):
+        protocol.run_concurrently([fail] + [later(i) for i in range(50)], workers=1)
+    assert started == ["fail"]  # one at a time: nothing after the failure ran
+    started.clear()
+    with pytest.raises(FloatingPointError, match="task 0 failed"):
+        protocol.run_concurrently([fail] + [later(i) for i in range(2000)], workers=2)
+    assert started[0] == "fail" and len(started) < 2001
+
+
+def test_groups_in_threads_equal_groups_one_after_the_other():
+    data = _data()
+    models = protocol.cached_models(lambda s: registry.make_model("cnn", data, s))
+    specs = [registry.make_optimizer("inna", lr, alpha=0.5, beta=0.1) for lr in (0.05, 0.1)]
+
+    def group(spec):
+        return lambda: protocol.train_group(
+            data, models, [spec] * 2, [0, 1], epochs=2, batch_size=16, loss="cross_entropy"
+        )
+
+    alone = protocol.run_concurrently([group(s) for s in specs], workers=1)
+    together = protocol.run_concurrently([group(s) for s in specs], workers=2)
+    for a_runs, b_runs in zip(alone, together, strict=True):
+        for a, b in zip(a_runs, b_runs, strict=True):
+            strip = lambda h: [{k: v for k, v in r.items() if k != "time_s"} for r in h]  # noqa: E731
+            assert strip(a.history) == strip(b.history)  # bit for bit

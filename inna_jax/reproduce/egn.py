@@ -237,6 +237,8 @@ def _run(*, out, datasets, seeds, epochs, batch_size, grids, egn_regularizer, qu
     # gives each run exactly the numbers of a separate run, while a vmapped float32 program
     # differs in the last bits, which SGN's CG and line search and the Levenberg-Marquardt
     # rule amplify. SGD and Adam groups are vmapped. On accelerators every group is vmapped.
+    # The groups train one after the other (not protocol.run_concurrently, as figure2 does):
+    # the table compares the methods' seconds, which groups sharing the cores would blur.
     cpu = (jax.devices()[0] if mesh is None else mesh.devices.flat[0]).platform == "cpu"
     runs_axis = mesh is not None and dict(mesh.shape).get("runs", 1) > 1
 

@@ -168,6 +168,7 @@ def grid_search(
     mesh: Any = None,
     quiet: bool = True,
     models: Any = None,
+    workers: int | None = None,
 ) -> tuple[dict[str, float], list[dict]]:
     """Picks each method's :math:`\\gamma_0`: the lowest training loss after ``epochs`` epochs.
 
@@ -177,7 +178,8 @@ def grid_search(
     grid of one value is taken as is, without training (its row has ``train_loss=None``).
 
     ``models`` is a ``make_model(seed)`` (default: the data set's model, each seed built
-    once).
+    once). Up to ``workers`` methods search at once
+    (:func:`~inna_jax.reproduce.protocol.run_concurrently`; ``None``: its default).
 
     Returns:
         ``(best, rows)``: the chosen value per method, and one row per candidate with keys
@@ -187,21 +189,9 @@ def grid_search(
 
     if models is None:
         models = protocol.cached_models(lambda s: make_model(dataset, data.num_classes, s))
-    best, rows = {}, []
-    for method, values in grids.items():
-        if len(values) == 1:  # nothing to choose: no run
-            best[method] = float(values[0])
-            rows.append(
-                {
-                    "method": method,
-                    "gamma0": best[method],
-                    "train_loss": None,
-                    "diverged": None,
-                    "chosen": True,
-                }
-            )
-            continue
-        found = protocol.grid_search(
+
+    def search(method: str, values: Sequence[float]):
+        return protocol.grid_search(
             data,
             models,
             make_optimizer(method, float(values[0])),
@@ -217,7 +207,32 @@ def grid_search(
             eval_every=None,  # the score needs the final training loss only
             eval_test=False,
         )
-        best[method] = found.best
+
+    searched = [m for m, values in grids.items() if len(values) > 1]
+    found = dict(
+        zip(
+            searched,
+            protocol.run_concurrently(
+                [lambda m=m: search(m, grids[m]) for m in searched], workers=workers
+            ),
+            strict=True,
+        )
+    )
+    best, rows = {}, []
+    for method, values in grids.items():
+        if method not in found:  # one value, nothing to choose: no run
+            best[method] = float(values[0])
+            rows.append(
+                {
+                    "method": method,
+                    "gamma0": best[method],
+                    "train_loss": None,
+                    "diverged": None,
+                    "chosen": True,
+                }
+            )
+            continue
+        best[method] = found[method].best
         rows += [
             {
                 "method": method,
@@ -226,7 +241,7 @@ def grid_search(
                 "diverged": bool(row["diverged"]),
                 "chosen": row["chosen"],
             }
-            for row in found.rows
+            for row in found[method].rows
         ]
     return best, rows
 
@@ -351,6 +366,7 @@ def run(
     out: str | Path = "results/figure2",
     quiet: bool = True,
     verbose: bool = True,
+    workers: int | None = None,
 ) -> dict:
     """Runs the Figure-2 protocol and writes its grid, curves, table and plot to ``out``.
 
@@ -359,7 +375,8 @@ def run(
        the lowest final training loss wins (:func:`grid_search`).
     2. **Runs.** Each method, with its :math:`\\gamma_0`, trains for ``epochs`` epochs for
        each seed ``s`` in ``range(seeds)``, the seeds as one group; seed ``s`` fixes both the
-       initial weights and the batch order, identical across methods.
+       initial weights and the batch order, identical across methods. In both steps up to
+       ``workers`` methods train at the same time.
     3. **Outputs** in ``out``: ``grid.csv``, ``histories.csv`` (method, seed, epoch,
        train_loss, test_loss, test_accuracy), ``table.csv`` and ``table.json`` (final log10
        training loss and test accuracy: mean, min, max over seeds), ``figure2.png`` and
@@ -386,6 +403,9 @@ def run(
         out: output folder.
         quiet: hide the progress bars (one per group of runs).
         verbose: print the setting, the grid choices and the table.
+        workers: how many methods' groups train at once, in threads
+            (:func:`~inna_jax.reproduce.protocol.run_concurrently`); ``None``: the CPU's
+            cores on a CPU without a mesh, else 1. The results do not depend on it.
 
     Returns:
         A dict with keys ``setting`` (the settings and the ``reduced`` flag), ``gamma0``
@@ -433,6 +453,13 @@ def run(
             raise ValueError(f"the grid of {m} must hold numbers > 0, got {values}")
     if mesh is None and (devices is not None or jax.process_count() > 1):
         mesh = run_mesh(devices)  # several hosts: all their devices
+    if workers is not None:
+        _check_positive_int("workers", workers)
+    if workers is not None and workers > 1 and jax.process_count() > 1:
+        raise cli_args.UsageError(
+            f"workers (--workers) must be 1 on several hosts (every process launches its "
+            f"programs in the same order), got {workers}"
+        )
 
     t0 = time.perf_counter()
     data = load_dataset(dataset, data_dir=data_dir, num_train=num_train, num_test=num_test)
@@ -459,35 +486,47 @@ def run(
         f"{batch_size}; grid search over the first {grid_epochs} epoch(s)"
     )
 
-    gamma0, grid_rows = grid_search(
-        dataset,
-        data,
-        grids,
-        epochs=grid_epochs,
-        batch_size=batch_size,
-        mesh=mesh,
-        quiet=quiet,
-        models=models,
-    )
-    for m in methods:
-        at_edge = len(grids[m]) > 1 and gamma0[m] in (min(grids[m]), max(grids[m]))
-        edge = " (at the edge of its grid)" if at_edge else ""
-        say(f"  gamma0[{m}] = {gamma0[m]:g}{edge}")
-
-    curves, history_rows, table = {}, [], {}
-    for m in methods:
+    def method_protocol(m: str) -> tuple[float, list[dict], list]:
+        """Step 1 then step 2 for one method: its grid search, then its seeds."""
+        best, rows = grid_search(
+            dataset,
+            data,
+            {m: grids[m]},
+            epochs=grid_epochs,
+            batch_size=batch_size,
+            mesh=mesh,
+            quiet=quiet,
+            models=models,
+            workers=1,
+        )
         runs = protocol.train_group(
             data,
             models,
-            [make_optimizer(m, gamma0[m])] * seeds,
+            [make_optimizer(m, best[m])] * seeds,
             range(seeds),
             epochs=epochs,
             batch_size=batch_size,
             loss="cross_entropy",
             mesh=mesh,
             quiet=quiet,
-            desc=f"{m} g0={gamma0[m]:g}, {seeds} seeds",
+            desc=f"{m} g0={best[m]:g}, {seeds} seeds",
         )
+        return best[m], rows, runs
+
+    # Each method goes from its grid search to its seeds without waiting for the others.
+    done = protocol.run_concurrently(
+        [lambda m=m: method_protocol(m) for m in methods], workers=workers
+    )
+    gamma0 = {m: g for m, (g, _, _) in zip(methods, done, strict=True)}
+    grid_rows = [row for _, rows, _ in done for row in rows]
+    groups = [runs for _, _, runs in done]
+    for m in methods:
+        at_edge = len(grids[m]) > 1 and gamma0[m] in (min(grids[m]), max(grids[m]))
+        edge = " (at the edge of its grid)" if at_edge else ""
+        say(f"  gamma0[{m}] = {gamma0[m]:g}{edge}")
+
+    curves, history_rows, table = {}, [], {}
+    for m, runs in zip(methods, groups, strict=True):
         histories = [r.history for r in runs]
         for s, hist in enumerate(histories):
             history_rows += [
@@ -650,6 +689,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--progress", action="store_true", help="show a progress bar per group of runs"
     )
+    parser.add_argument(
+        "--workers",
+        type=cli_args.positive_int,
+        default=None,
+        help="methods trained at the same time, in threads (default: the CPU cores when "
+        "training on a CPU without --devices, else 1); the results do not depend on it",
+    )
 
 
 def parse_methods(text: str) -> list[str]:
@@ -721,6 +767,7 @@ def _run_from_args(args: argparse.Namespace, methods: list[str], mesh: Any) -> d
         mesh=mesh,
         out=args.out,
         quiet=not args.progress,
+        workers=args.workers,
     )
 
 

@@ -5,15 +5,24 @@ The papers' protocols are many small runs of one model: a grid of initial steps
 group of :func:`inna_jax.train.fit_many` (one compiled program for the method, whatever its
 :math:`\gamma_0` and seeds), and :func:`grid_search` picks :math:`\gamma_0` by a score of the
 finished runs.
+
+Independent groups (one per method, say) can also train at the same time:
+:func:`run_concurrently` hands them to a pool of threads. On a CPU, XLA runs one small step
+on little more than one core, so two groups in flight on two cores finish sooner than one
+after the other; each group's numbers do not depend on what runs beside it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
+import os
+import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def cached_models(make_model: Callable[[int], Any]) -> Callable[[int], Any]:
@@ -26,12 +35,15 @@ def cached_models(make_model: Callable[[int], Any]) -> Callable[[int], Any]:
     from flax import nnx
 
     built: dict[int, Any] = {}
+    lock = threading.Lock()  # groups trained in threads ask for their seeds at once
 
     def make(seed: int) -> Any:
         seed = int(seed)
-        if seed not in built:
-            built[seed] = nnx.split(make_model(seed))
-        return nnx.merge(*built[seed], copy=True)  # new variables, the same initial arrays
+        with lock:
+            if seed not in built:
+                built[seed] = nnx.split(make_model(seed))
+            graphdef, state = built[seed]
+        return nnx.merge(graphdef, state, copy=True)  # new variables, the same initial arrays
 
     return make
 
@@ -55,7 +67,8 @@ def train_group(
     """Trains run ``r`` with ``specs[r]`` from the weights and batch order of ``seeds[r]``.
 
     One :func:`~inna_jax.train.fit_many` call (``strategy`` as there); a run that diverges
-    is recorded (its :attr:`~inna_jax.train.FitResult.stopped`), not warned about.
+    is recorded (its :attr:`~inna_jax.train.FitResult.stopped`), not warned about. Safe to
+    call from several threads at once (:func:`run_concurrently`).
 
     Returns:
         One :class:`~inna_jax.train.FitResult` per run.
@@ -63,23 +76,22 @@ def train_group(
     from inna_jax.train import fit_many
 
     models = [make_model(int(s)) for s in seeds]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # divergence is recorded, not noise
-        return fit_many(
-            models,
-            list(specs),
-            data,
-            seeds=[int(s) for s in seeds],
-            epochs=epochs,
-            batch_size=batch_size,
-            loss=loss,
-            mesh=mesh,
-            quiet=quiet,
-            desc=desc,
-            eval_every=eval_every,
-            eval_test=eval_test,
-            strategy=strategy,
-        )
+    return fit_many(
+        models,
+        list(specs),
+        data,
+        seeds=[int(s) for s in seeds],
+        epochs=epochs,
+        batch_size=batch_size,
+        loss=loss,
+        mesh=mesh,
+        quiet=quiet,
+        desc=desc,
+        eval_every=eval_every,
+        eval_test=eval_test,
+        strategy=strategy,
+        on_nonfinite="record",  # divergence is recorded, not warned about
+    )
 
 
 @dataclasses.dataclass
@@ -169,3 +181,51 @@ def grid_search(
     for row in rows:
         row["chosen"] = row["value"] == best
     return GridSearch(best=best, rows=rows, results=results)
+
+
+def default_workers(mesh: Any = None) -> int:
+    """How many groups :func:`run_concurrently` trains at once when not told.
+
+    The CPU's cores when JAX computes on a CPU in one process without a mesh (XLA:CPU runs a
+    small step on about one core); otherwise 1: an accelerator already gets a whole group in
+    one program, and on a mesh or several hosts every process must launch its programs in
+    the same order.
+    """
+    import jax
+
+    if mesh is not None or jax.process_count() > 1 or jax.default_backend() != "cpu":
+        return 1
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+
+def run_concurrently(tasks: Sequence[Callable[[], T]], *, workers: int | None = None) -> list[T]:
+    """Calls every task, up to ``workers`` at a time in threads; returns results in order.
+
+    Each task is typically one :func:`train_group` or :func:`grid_search` call; they share
+    the compiled programs (one compilation per program, whichever thread comes first). A
+    task's results are those it would give alone: the groups share no state. With
+    ``workers=1`` (or one task) the tasks run one after the other in this thread. The first
+    exception raised by a task (in task order) is raised here, once the tasks already running
+    have finished; tasks not yet started are dropped (so is every task after Ctrl-C).
+
+    Args:
+        tasks: functions of no argument.
+        workers: the most tasks running at once (``None``: :func:`default_workers`).
+
+    Example:
+        >>> from inna_jax.reproduce.protocol import run_concurrently
+        >>> run_concurrently([lambda: 1, lambda: 2, lambda: 3], workers=2)
+        [1, 2, 3]
+    """
+    tasks = list(tasks)
+    workers = default_workers() if workers is None else workers
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got workers={workers!r}")
+    if workers == 1 or len(tasks) <= 1:
+        return [task() for task in tasks]
+    pool = ThreadPoolExecutor(max_workers=min(workers, len(tasks)))
+    try:
+        futures = [pool.submit(task) for task in tasks]
+        return [future.result() for future in futures]
+    finally:  # after an error (or Ctrl-C): drop the tasks not started, wait for the others
+        pool.shutdown(wait=True, cancel_futures=True)
