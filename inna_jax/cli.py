@@ -7,7 +7,8 @@ docstrings from the source files, so it needs neither Flax nor diffrax nor matpl
 Errors follow one policy: a bad flag value is one line on stderr naming the flag, the value
 and what is allowed, with exit status 2 (see :mod:`inna_jax.reproduce.cli_args`); any other
 exception of a command is one line ``inna-jax CMD: error: Type: message`` with exit status 1,
-and ``--debug`` shows its traceback instead. ``KeyboardInterrupt`` is left alone.
+and ``--debug`` shows its traceback instead. ``KeyboardInterrupt`` is left alone. Compiled
+programs are kept on disk between runs (:mod:`inna_jax.reproduce.compilation_cache`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from inna_jax.reproduce import cli_args
+from inna_jax.reproduce import cli_args, compilation_cache
 
 # subcommand -> module in inna_jax.reproduce
 COMMANDS: dict[str, str] = {
@@ -38,7 +39,9 @@ _ROOT = Path(__file__).resolve().parent.parent
 _EPILOG = (
     "Errors: a bad flag value prints one line naming the flag and exits with status 2; an "
     "unexpected error prints one line 'inna-jax COMMAND: error: Type: message' and exits with "
-    "status 1. --debug (before or after COMMAND) shows the Python traceback instead."
+    "status 1. --debug (before or after COMMAND) shows the Python traceback instead. "
+    "Compiled programs are kept in ~/.cache/inna_jax/jax (INNA_JAX_COMPILATION_CACHE=DIR "
+    "moves it, =off turns it off)."
 )
 _DEBUG_HELP = "on an unexpected error, show the Python traceback instead of one line"
 
@@ -101,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     traceback with ``--debug``).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    compilation_cache.enable()  # before the command imports jax
     debug = "--debug" in argv  # until the flags are parsed (an error importing the command)
     command = _command_of(argv)
     if command in ALIASES:

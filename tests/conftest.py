@@ -6,6 +6,9 @@ os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("MPLBACKEND", "Agg")
+# The commands' on-disk compilation cache stays off in tests (nothing written to ~/.cache;
+# every test compiles what it runs); tests/test_cli.py turns it on in a temporary folder.
+os.environ["INNA_JAX_COMPILATION_CACHE"] = "off"
 
 import jax  # noqa: E402
 

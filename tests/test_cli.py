@@ -55,3 +55,39 @@ def test_moved_names_still_work_with_a_warning():
     assert moved is cli_args.add_parallel_arguments
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         inna_jax.train.nothing  # noqa: B018
+
+
+def test_commands_keep_compiled_programs_on_disk(tmp_path):
+    """A second run loads the training step from the cache folder and prints the same."""
+    cache = tmp_path / "xla"
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env |= {"INNA_JAX_COMPILATION_CACHE": str(cache), "JAX_LOG_COMPILES": "1"}
+    argv = [
+        sys.executable, "-m", "inna_jax.cli", "figure2", "--methods", "SGD", "--grid",
+        "SGD=0.1", "--epochs", "1", "--seeds", "1", "--num-train", "64", "--num-test", "32",
+    ]  # fmt: skip
+    runs = []
+    for i in range(2):
+        proc = subprocess.run(
+            [*argv, "--out", str(tmp_path / f"out{i}")],
+            capture_output=True, text=True, env=env, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        runs.append(proc)
+        if i == 0:
+            stored = sorted(p.name for p in cache.iterdir())
+            assert any(name.startswith("jit_train_step-") for name in stored), stored
+    assert "Persistent compilation cache hit for 'jit_train_step'" not in runs[0].stderr
+    assert "Persistent compilation cache hit for 'jit_train_step'" in runs[1].stderr
+    tables = [(tmp_path / f"out{i}" / "table.json").read_text() for i in range(2)]
+    assert tables[0] == tables[1]
+
+    off = tmp_path / "off"
+    env |= {"INNA_JAX_COMPILATION_CACHE": "off", "XDG_CACHE_HOME": str(off), "HOME": str(off)}
+    proc = subprocess.run(
+        [*argv, "--out", str(tmp_path / "out_off")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Persistent compilation cache" not in proc.stderr
+    assert not (off / "inna_jax").exists()  # nothing under XDG_CACHE_HOME
