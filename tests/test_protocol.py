@@ -132,3 +132,26 @@ def test_groups_in_threads_equal_groups_one_after_the_other():
         for a, b in zip(a_runs, b_runs, strict=True):
             strip = lambda h: [{k: v for k, v in r.items() if k != "time_s"} for r in h]  # noqa: E731
             assert strip(a.history) == strip(b.history)  # bit for bit
+
+
+def test_an_error_stops_the_groups_running_beside_it():
+    import time
+
+    data = _data()
+    models = protocol.cached_models(lambda s: registry.make_model("mlp", data, s))
+    spec = registry.make_optimizer("inna", 0.05, alpha=0.5, beta=0.1)
+
+    def endless():  # 2 steps an epoch: millions of steps, minutes if nothing stops it
+        return protocol.train_group(
+            data, models, [spec], [0], epochs=10**6, batch_size=32, loss="cross_entropy",
+            eval_every=None, eval_test=False,
+        )  # fmt: skip
+
+    def fail():
+        time.sleep(2.0)
+        raise FloatingPointError("group 1 failed")
+
+    start = time.perf_counter()
+    with pytest.raises(FloatingPointError, match="group 1 failed"):
+        protocol.run_concurrently([endless, fail], workers=2)
+    assert time.perf_counter() - start < 60  # the endless group stopped at its next step

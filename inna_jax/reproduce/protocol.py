@@ -19,7 +19,7 @@ import math
 import os
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -205,8 +205,9 @@ def run_concurrently(tasks: Sequence[Callable[[], T]], *, workers: int | None = 
     the compiled programs (one compilation per program, whichever thread comes first). A
     task's results are those it would give alone: the groups share no state. With
     ``workers=1`` (or one task) the tasks run one after the other in this thread. The first
-    exception raised by a task (in task order) is raised here, once the tasks already running
-    have finished; tasks not yet started are dropped (so is every task after Ctrl-C).
+    exception raised by a task is raised here as soon as it happens, and so is Ctrl-C: the tasks
+    not yet started are dropped, and the :func:`train_group` calls running in the other
+    threads stop at their next step (``fit_many`` checks between steps).
 
     Args:
         tasks: functions of no argument.
@@ -217,15 +218,30 @@ def run_concurrently(tasks: Sequence[Callable[[], T]], *, workers: int | None = 
         >>> run_concurrently([lambda: 1, lambda: 2, lambda: 3], workers=2)
         [1, 2, 3]
     """
+    from inna_jax.train._fit import cancel_on
+
     tasks = list(tasks)
     workers = default_workers() if workers is None else workers
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an integer >= 1, got workers={workers!r}")
     if workers == 1 or len(tasks) <= 1:
         return [task() for task in tasks]
+    stop = threading.Event()
+
+    def call(task: Callable[[], T]) -> T:
+        with cancel_on(stop):
+            return task()
+
     pool = ThreadPoolExecutor(max_workers=min(workers, len(tasks)))
     try:
-        futures = [pool.submit(task) for task in tasks]
+        futures = [pool.submit(call, task) for task in tasks]
+        wait(futures, return_when=FIRST_EXCEPTION)
+        for future in futures:
+            if future.done() and not future.cancelled() and future.exception() is not None:
+                future.result()  # raises the task's error, with its traceback
         return [future.result() for future in futures]
-    finally:  # after an error (or Ctrl-C): drop the tasks not started, wait for the others
+    except BaseException:  # an error or Ctrl-C: the running groups stop at their next step
+        stop.set()
+        raise
+    finally:
         pool.shutdown(wait=True, cancel_futures=True)

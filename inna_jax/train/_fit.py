@@ -15,13 +15,15 @@ family, batch shape and mesh compile nothing.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
 import math
+import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,26 @@ from inna_jax.train._spec import OptimizerSpec
 from inna_jax.train._step import TrainState
 
 _ON_NONFINITE = ("stop", "raise", "record")
+_CANCEL = threading.local()
+
+
+@contextlib.contextmanager
+def cancel_on(event: threading.Event) -> Iterator[None]:
+    """In this block and this thread, ``fit``/``fit_many`` stop once ``event`` is set.
+
+    They check it before every step and then raise ``KeyboardInterrupt`` (their progress bar
+    and checkpointer closed, the checkpoints written so far kept). Groups trained in threads
+    use it to stop together on Ctrl-C or on another group's error
+    (:func:`inna_jax.reproduce.protocol.run_concurrently`).
+    """
+    previous = getattr(_CANCEL, "event", None)
+    _CANCEL.event = event
+    try:
+        yield
+    finally:
+        _CANCEL.event = previous
+
+
 _STRATEGIES = ("auto", "vmap", "loop")
 Optimizer = OptimizerSpec | optax.GradientTransformation
 
@@ -575,8 +597,11 @@ def _train(
     orders: list[np.ndarray] = []
     order_epoch = -1
     last_saved = start if ckpt is not None and ckpt.latest_step() is not None else None
+    cancel = getattr(_CANCEL, "event", None)
     try:
         for k in range(start, total):
+            if cancel is not None and cancel.is_set():
+                raise KeyboardInterrupt(f"training stopped at step {k} (cancelled)")
             epoch, j = divmod(k, spe)
             if order_epoch != epoch:
                 orders = [
