@@ -179,7 +179,8 @@ def grid_search(
 
     ``models`` is a ``make_model(seed)`` (default: the data set's model, each seed built
     once). Up to ``workers`` methods search at once
-    (:func:`~inna_jax.reproduce.protocol.run_concurrently`; ``None``: its default).
+    (:func:`~inna_jax.reproduce.protocol.run_concurrently`; ``None``:
+    :func:`~inna_jax.reproduce.protocol.default_workers` of ``mesh``).
 
     Returns:
         ``(best, rows)``: the chosen value per method, and one row per candidate with keys
@@ -209,6 +210,7 @@ def grid_search(
         )
 
     searched = [m for m, values in grids.items() if len(values) > 1]
+    workers = protocol.default_workers(mesh) if workers is None else workers
     found = dict(
         zip(
             searched,
@@ -453,9 +455,10 @@ def run(
             raise ValueError(f"the grid of {m} must hold numbers > 0, got {values}")
     if mesh is None and (devices is not None or jax.process_count() > 1):
         mesh = run_mesh(devices)  # several hosts: all their devices
-    if workers is not None:
-        _check_positive_int("workers", workers)
-    if workers is not None and workers > 1 and jax.process_count() > 1:
+    if workers is None:
+        workers = protocol.default_workers(mesh)
+    _check_positive_int("workers", workers)
+    if workers > 1 and jax.process_count() > 1:
         raise cli_args.UsageError(
             f"workers (--workers) must be 1 on several hosts (every process launches its "
             f"programs in the same order), got {workers}"
