@@ -5,6 +5,7 @@ import jax
 import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 
 def mlp_problem(seed=0, n=64, d=5, h=7):
@@ -31,3 +32,18 @@ def mlp_problem(seed=0, n=64, d=5, h=7):
     grad = jax.jit(jax.grad(loss))
     flat_grad = lambda flat, k: np.asarray(jax.flatten_util.ravel_pytree(grad(unravel(flat), k))[0])
     return params, np.asarray(flat0), unravel, grad, flat_grad
+
+
+def optax_path(tx, params, grad, steps):
+    """The flattened parameters after each of ``steps`` updates of the optax optimizer
+    ``tx`` from ``params``, with gradient ``grad(p, k)`` at step ``k``: a ``(steps, P)``
+    array (one jitted ``lax.scan``)."""
+
+    def body(carry, k):
+        p, state = carry
+        updates, state = tx.update(grad(p, k), state, p)
+        p = optax.apply_updates(p, updates)
+        return (p, state), jax.flatten_util.ravel_pytree(p)[0]
+
+    _, traj = jax.jit(lambda p: jax.lax.scan(body, (p, tx.init(p)), jnp.arange(steps)))(params)
+    return np.asarray(traj)

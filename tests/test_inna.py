@@ -15,7 +15,7 @@ from jax.sharding import PartitionSpec as P
 import inna_jax
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _problems import mlp_problem  # noqa: E402
+from _problems import mlp_problem, optax_path  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------
@@ -74,14 +74,8 @@ def test_optimizer_matches_numpy_reference_for_300_steps(case):
         decoupled_weight_decay=cfg.get("decoupled", 0.0),
     )
 
-    def body(carry, k):
-        p, state = carry
-        updates, state = tx.update(grad(p, k), state, p)
-        p = optax.apply_updates(p, updates)
-        return (p, state), jax.flatten_util.ravel_pytree(p)[0]
-
-    _, traj = jax.jit(lambda p: jax.lax.scan(body, (p, tx.init(p)), jnp.arange(steps)))(params)
-    gap = np.max(np.abs(np.asarray(traj) - expected[1:]))
+    traj = optax_path(tx, params, grad, steps)
+    gap = np.max(np.abs(traj - expected[1:]))
     assert np.max(np.abs(expected)) > 0.1  # the trajectory is not trivial
     assert gap < 1e-12, f"max |theta - theta_ref| over 300 steps = {gap:.3e}"
 

@@ -4,16 +4,14 @@ import math
 import sys
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 import inna_jax
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _problems import mlp_problem  # noqa: E402
+from _problems import mlp_problem, optax_path  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------
@@ -95,14 +93,8 @@ def _trajectories(cfg, steps):
     expected = numpy_innaprop_trajectory(flat0, flat_grad, steps=steps, lr_fn=lr_fn, **hyper)
     tx = inna_jax.innaprop(learning_rate, **hyper)
 
-    def body(carry, k):
-        p, state = carry
-        updates, state = tx.update(grad(p, k), state, p)
-        p = optax.apply_updates(p, updates)
-        return (p, state), jax.flatten_util.ravel_pytree(p)[0]
-
-    _, traj = jax.jit(lambda p: jax.lax.scan(body, (p, tx.init(p)), jnp.arange(steps)))(params)
-    return np.concatenate([flat0[None], np.asarray(traj)]), expected
+    traj = optax_path(tx, params, grad, steps)
+    return np.concatenate([flat0[None], traj]), expected
 
 
 @pytest.mark.parametrize("case", CASES, ids=list(CASES))
