@@ -97,6 +97,9 @@ def test_run_concurrently_keeps_the_order_and_overlaps_the_tasks():
 
     assert protocol.default_workers() == len(os.sched_getaffinity(0))  # CPU, one process
     assert protocol.default_workers(run_mesh(2)) == 1  # a mesh: one group at a time
+    most[0] = 0
+    assert protocol.run_concurrently([task(i) for i in range(3)], mesh=run_mesh(2)) == [0, 1, 2]
+    assert most[0] == 1
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="workers must be an integer >= 1"):
             protocol.run_concurrently([lambda: 1], workers=bad)

@@ -179,8 +179,8 @@ def grid_search(
 
     ``models`` is a ``make_model(seed)`` (default: the data set's model, each seed built
     once). Up to ``workers`` methods search at once
-    (:func:`~inna_jax.reproduce.protocol.run_concurrently`; ``None``:
-    :func:`~inna_jax.reproduce.protocol.default_workers` of ``mesh``).
+    (:func:`~inna_jax.reproduce.protocol.run_concurrently`; ``None``: one per CPU core on a
+    CPU without a mesh, else 1).
 
     Returns:
         ``(best, rows)``: the chosen value per method, and one row per candidate with keys
@@ -210,12 +210,11 @@ def grid_search(
         )
 
     searched = [m for m, values in grids.items() if len(values) > 1]
-    workers = protocol.default_workers(mesh) if workers is None else workers
     found = dict(
         zip(
             searched,
             protocol.run_concurrently(
-                [lambda m=m: search(m, grids[m]) for m in searched], workers=workers
+                [lambda m=m: search(m, grids[m]) for m in searched], workers=workers, mesh=mesh
             ),
             strict=True,
         )
@@ -455,10 +454,9 @@ def run(
             raise ValueError(f"the grid of {m} must hold numbers > 0, got {values}")
     if mesh is None and (devices is not None or jax.process_count() > 1):
         mesh = run_mesh(devices)  # several hosts: all their devices
-    if workers is None:
-        workers = protocol.default_workers(mesh)
-    _check_positive_int("workers", workers)
-    if workers > 1 and jax.process_count() > 1:
+    if workers is not None:
+        _check_positive_int("workers", workers)
+    if workers is not None and workers > 1 and jax.process_count() > 1:
         raise cli_args.UsageError(
             f"workers (--workers) must be 1 on several hosts (every process launches its "
             f"programs in the same order), got {workers}"
@@ -518,7 +516,7 @@ def run(
 
     # Each method goes from its grid search to its seeds without waiting for the others.
     done = protocol.run_concurrently(
-        [lambda m=m: method_protocol(m) for m in methods], workers=workers
+        [lambda m=m: method_protocol(m) for m in methods], workers=workers, mesh=mesh
     )
     gamma0 = {m: g for m, (g, _, _) in zip(methods, done, strict=True)}
     grid_rows = [row for _, rows, _ in done for row in rows]

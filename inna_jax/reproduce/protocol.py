@@ -198,7 +198,9 @@ def default_workers(mesh: Any = None) -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
 
 
-def run_concurrently(tasks: Sequence[Callable[[], T]], *, workers: int | None = None) -> list[T]:
+def run_concurrently(
+    tasks: Sequence[Callable[[], T]], *, workers: int | None = None, mesh: Any = None
+) -> list[T]:
     """Calls every task, up to ``workers`` at a time in threads; returns results in order.
 
     Each task is typically one :func:`train_group` or :func:`grid_search` call; they share
@@ -211,7 +213,9 @@ def run_concurrently(tasks: Sequence[Callable[[], T]], *, workers: int | None = 
 
     Args:
         tasks: functions of no argument.
-        workers: the most tasks running at once (``None``: :func:`default_workers`).
+        workers: the most tasks running at once (``None``: :func:`default_workers` of
+            ``mesh``).
+        mesh: the mesh the tasks train on, if any (only for the default of ``workers``).
 
     Example:
         >>> from inna_jax.reproduce.protocol import run_concurrently
@@ -221,7 +225,7 @@ def run_concurrently(tasks: Sequence[Callable[[], T]], *, workers: int | None = 
     from inna_jax.train._fit import cancel_on
 
     tasks = list(tasks)
-    workers = default_workers() if workers is None else workers
+    workers = default_workers(mesh) if workers is None else workers
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an integer >= 1, got workers={workers!r}")
     if workers == 1 or len(tasks) <= 1:
