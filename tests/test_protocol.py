@@ -2,6 +2,7 @@
 
 import math
 
+import jax
 import numpy as np
 import optax
 import pytest
@@ -39,12 +40,12 @@ def test_grid_search_picks_the_best_score_and_ties_go_to_the_smaller_value():
 
 def test_cached_models_are_independent_modules_with_the_same_start():
     data = _data()
-    built = []
+    traced = []
     models = protocol.cached_models(
-        lambda s: built.append(s) or registry.make_model("mlp", data, s)
+        lambda key: traced.append(key) or registry.make_model("mlp", data, key)
     )
     a, b, c = models(0), models(0), models(1)
-    assert built == [0, 1]
+    assert len(traced) == 1  # one jitted program for every seed
     ka, kb = a.layers[0].kernel, b.layers[0].kernel
     assert ka is not kb and np.array_equal(ka[...], kb[...])
     assert not np.array_equal(ka[...], c.layers[0].kernel[...])
@@ -54,6 +55,22 @@ def test_cached_models_are_independent_modules_with_the_same_start():
     )  # fmt: skip
     assert runs[0].history[-1]["train_loss"] < runs[0].history[0]["train_loss"]
     np.testing.assert_array_equal(models(0).layers[0].kernel[...], ka[...])  # start unchanged
+
+
+@pytest.mark.parametrize(
+    "name, dataset", [("mlp", "digits"), ("cnn", "digits"), ("cnn", "mnist1d")]
+)
+def test_cached_models_build_the_weights_of_the_eager_model_bit_for_bit(name, dataset):
+    from flax import nnx
+
+    data = registry.load_dataset(dataset, num_train=64, num_test=32)
+    models = protocol.cached_models(lambda key: registry.make_model(name, data, key))
+    for seed in (0, 3, 2**40 + 5):  # the jitted init takes jax.random.key(seed), any int
+        jitted = nnx.state(models(seed))
+        eager = nnx.state(registry.make_model(name, data, seed))
+        assert jax.tree.structure(jitted) == jax.tree.structure(eager)
+        for x, y in zip(jax.tree.leaves(jitted), jax.tree.leaves(eager), strict=True):
+            assert x.dtype == y.dtype and np.array_equal(np.asarray(x), np.asarray(y))
 
 
 @pytest.mark.parametrize("seeds, bands", [(1, 0), (3, 1)])

@@ -63,8 +63,9 @@ def load(name: str):
         raise
 
 
-def make_model(data, seed: int):
-    """The MLP 32-64-32 for ``data`` (one output for regression)."""
+def make_model(data, seed: Any):
+    """The MLP 32-64-32 for ``data`` (one output for regression), from ``seed`` (an int or a
+    PRNG key)."""
     return reg.make_model("mlp", data, seed, hidden=HIDDEN)
 
 
@@ -269,7 +270,7 @@ def _run(*, out, datasets, seeds, epochs, batch_size, grids, egn_regularizer, qu
         key = _metric(data)
         ep = int(epochs[data.name])
         loss = reg.loss_for(data)
-        models = protocol.cached_models(lambda s, data=data: make_model(data, s))
+        models = protocol.cached_models(lambda key, data=data: make_model(data, key))
         model0 = models(0)
         curves[data.name] = {}
         for method in METHODS:

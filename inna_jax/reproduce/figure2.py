@@ -132,8 +132,9 @@ def load_dataset(
     return reg.load_dataset(dataset, data_dir=data_dir, num_train=num_train, num_test=num_test)
 
 
-def make_model(dataset: str, num_classes: int, seed: int):
-    """The model of a data set, initialised from ``seed``: NiN on CIFAR-100, else a small CNN.
+def make_model(dataset: str, num_classes: int, seed: Any):
+    """The model of a data set, initialised from ``seed`` (an int or a PRNG key): NiN on
+    CIFAR-100, else a small CNN.
 
     Example:
         >>> from inna_jax.models import count_params
@@ -189,7 +190,7 @@ def grid_search(
     from inna_jax.reproduce import protocol
 
     if models is None:
-        models = protocol.cached_models(lambda s: make_model(dataset, data.num_classes, s))
+        models = protocol.cached_models(lambda key: make_model(dataset, data.num_classes, key))
 
     def search(method: str, values: Sequence[float]):
         return protocol.grid_search(
@@ -469,7 +470,7 @@ def run(
             f"batch_size (--batch-size) must be at most the {len(data.x_train)} training "
             f"examples, got {batch_size}"
         )
-    models = protocol.cached_models(lambda s: make_model(dataset, data.num_classes, s))
+    models = protocol.cached_models(lambda key: make_model(dataset, data.num_classes, key))
     n_params = count_params(models(0))
     reduced = not (
         paper
@@ -514,6 +515,7 @@ def run(
         )
         return best[m], rows, runs
 
+    plots.preload()  # this thread only waits while the groups train
     # Each method goes from its grid search to its seeds without waiting for the others.
     done = protocol.run_concurrently(
         [lambda m=m: method_protocol(m) for m in methods], workers=workers, mesh=mesh

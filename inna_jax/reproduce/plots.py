@@ -7,12 +7,31 @@ outside the axes never covers a curve.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+
+def preload() -> threading.Thread:
+    """Imports matplotlib's figure and PNG modules in a background thread, and returns it.
+
+    A protocol calls it as its training starts: the thread waiting for the groups of runs is
+    idle, and the figure drawn at the end no longer waits for the imports (0.3 s of the
+    0.5 s that the default ``inna-jax figure2`` spent on its figure, on a 2-core CPU).
+    Importing twice is harmless: Python imports each module once, under its own lock.
+    """
+
+    def load() -> None:
+        import matplotlib.backends.backend_agg  # noqa: F401  (savefig's PNG canvas)
+        import matplotlib.figure  # noqa: F401
+
+    thread = threading.Thread(target=load, name="inna_jax-preload-matplotlib")
+    thread.start()
+    return thread
 
 
 def figure(ncols: int = 1, nrows: int = 1, *, width: float = 5.0, height: float = 3.8):

@@ -145,8 +145,8 @@ CNN_SHAPES = {"digits": (8, 8, 1), "mnist1d": (40, 1)}
 MODELS = ("mlp", "cnn", "nin")
 
 
-def make_model(name: str, data: ArrayDataset, seed: int, *, hidden: tuple[int, ...] = (64, 64)):
-    """The model ``name`` for ``data``, initialised from ``seed``.
+def make_model(name: str, data: ArrayDataset, seed: Any, *, hidden: tuple[int, ...] = (64, 64)):
+    """The model ``name`` for ``data``, initialised from ``seed`` (an int or a PRNG key).
 
     ``"mlp"``: an :class:`~inna_jax.models.MLP` with ``hidden`` layers; ``"cnn"``: the
     :class:`~inna_jax.models.SmallCNN` (digits and mnist1d); ``"nin"``: the
