@@ -17,7 +17,7 @@ def _data():
 
 def test_grid_search_picks_the_best_score_and_ties_go_to_the_smaller_value():
     data = _data()
-    models = protocol.cached_models(lambda s: registry.make_model("mlp", data, s))
+    models = protocol.cached_models(lambda key: registry.make_model("mlp", data, key))
     scores = {0.3: 2.0, 0.1: 1.0, 0.2: 1.0, 5.0: math.nan}
 
     found = protocol.grid_search(
@@ -143,7 +143,7 @@ def test_run_concurrently_raises_the_first_error_and_drops_the_tasks_not_started
 
 def test_groups_in_threads_equal_groups_one_after_the_other():
     data = _data()
-    models = protocol.cached_models(lambda s: registry.make_model("cnn", data, s))
+    models = protocol.cached_models(lambda key: registry.make_model("cnn", data, key))
     specs = [registry.make_optimizer("inna", lr, alpha=0.5, beta=0.1) for lr in (0.05, 0.1)]
 
     def group(spec):
@@ -163,7 +163,7 @@ def test_an_error_stops_the_groups_running_beside_it():
     import time
 
     data = _data()
-    models = protocol.cached_models(lambda s: registry.make_model("mlp", data, s))
+    models = protocol.cached_models(lambda key: registry.make_model("mlp", data, key))
     spec = registry.make_optimizer("inna", 0.05, alpha=0.5, beta=0.1)
 
     def endless():  # 2 steps an epoch: millions of steps, minutes if nothing stops it
