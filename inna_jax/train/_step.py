@@ -13,7 +13,7 @@ needs them) and the batch as ``inputs=``/``targets=`` (EGN and SGN need them; a 
 ``GradientTransformation`` is wrapped by ``optax.with_extra_args_support``, which drops
 them). A non-finite loss or non-finite new parameters set
 :math:`\mathrm{ok}` to false, and from then on every step returns its input state unchanged
-(a ``jnp.where`` select, no Python branch), so the state stays at the last finite one and the
+(one ``lax.cond``, no Python branch), so the state stays at the last finite one and the
 host can check the flag only now and then.
 """
 
@@ -74,17 +74,17 @@ def make_step(graphdef: Any, optimizer: optax.GradientTransformation, loss: str 
         )
         params = optax.apply_updates(state.params, updates)
         ok = state.ok & jnp.isfinite(value) & _all_finite(params)
-
-        def keep(new, old):
-            if jax.dtypes.issubdtype(old.dtype, jax.dtypes.prng_key):
-                data = jnp.where(ok, jax.random.key_data(new), jax.random.key_data(old))
-                return jax.random.wrap_key_data(data, impl=jax.random.key_impl(old))
-            return jnp.where(ok, new, old)
-
+        # one conditional for the whole state: it compiles faster and runs faster on a CPU
+        # than a select per array (a vmapped group turns it into selects anyway)
+        params, rest, opt_state = jax.lax.cond(
+            ok,
+            lambda: (params, rest, opt_state),
+            lambda: (state.params, state.rest, state.opt_state),
+        )
         new_state = TrainState(
-            params=jax.tree.map(keep, params, state.params),
-            rest=jax.tree.map(keep, rest, state.rest),
-            opt_state=jax.tree.map(keep, opt_state, state.opt_state),
+            params=params,
+            rest=rest,
+            opt_state=opt_state,
             ok=ok,
             bad_step=jnp.where(state.ok & ~ok, state.step, state.bad_step),
             step=state.step + ok.astype(state.step.dtype),
