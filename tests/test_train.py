@@ -257,6 +257,41 @@ def test_dropout_model_trains_and_evaluates_deterministically():
     assert not model.drop.deterministic  # the model itself is left in training mode
 
 
+def _bits(x):
+    return jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x
+
+
+def test_step_keeps_the_same_state_with_a_branch_or_with_selects():
+    # the CPU's step keeps or drops the new state with one lax.cond, accelerators' with a
+    # jnp.where per array: the same bits, through a dropout key and a non-finite stop
+    from inna_jax.train._step import TrainState, make_step
+
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.dense = nnx.Linear(64, 10, rngs=rngs)
+            self.drop = nnx.Dropout(0.5, rngs=rngs)
+
+        def __call__(self, x):
+            return self.drop(self.dense(x))
+
+    data = _small_digits(64, 20)
+    graphdef, params, rest = nnx.split(Net(nnx.Rngs(0)), nnx.Param, ...)
+    params, rest = nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
+    tx = _inf_at(3)
+    finals = []
+    for branch in (False, True):
+        step = jax.jit(make_step(graphdef, tx, "cross_entropy", branch=branch))
+        state = TrainState(params, rest, tx.init(params), True, np.int32(-1), np.int32(0))
+        oks = []
+        for k in range(5):
+            lo = 16 * (k % 4)
+            state, (_, ok, _) = step(state, data.x_train[lo : lo + 16], data.y_train[lo : lo + 16])
+            oks.append(bool(ok))
+        assert oks == [True, True, True, False, False] and int(state.bad_step) == 3
+        finals.append([np.asarray(_bits(x)).tobytes() for x in jax.tree.leaves(state)])
+    assert finals[0] == finals[1]
+
+
 @pytest.mark.parametrize(
     "kwargs,match",
     [

@@ -13,12 +13,13 @@ needs them) and the batch as ``inputs=``/``targets=`` (EGN and SGN need them; a 
 ``GradientTransformation`` is wrapped by ``optax.with_extra_args_support``, which drops
 them). A non-finite loss or non-finite new parameters set
 :math:`\mathrm{ok}` to false, and from then on every step returns its input state unchanged
-(one ``lax.cond``, no Python branch), so the state stays at the last finite one and the
-host can check the flag only now and then.
+(a select or one ``lax.cond``, no Python branch), so the state stays at the last finite one
+and the host can check the flag only now and then.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -57,8 +58,27 @@ def _all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
-def make_step(graphdef: Any, optimizer: optax.GradientTransformation, loss: str | Callable):
-    """The un-jitted step ``(state, x, y) -> (state, (loss, ok, bad_step))``."""
+def _keep(ok: jax.Array, new: jax.Array, old: jax.Array) -> jax.Array:
+    if jax.dtypes.issubdtype(old.dtype, jax.dtypes.prng_key):
+        data = jnp.where(ok, jax.random.key_data(new), jax.random.key_data(old))
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(old))
+    return jnp.where(ok, new, old)
+
+
+def make_step(
+    graphdef: Any,
+    optimizer: optax.GradientTransformation,
+    loss: str | Callable,
+    *,
+    branch: bool = False,
+):
+    """The un-jitted step ``(state, x, y) -> (state, (loss, ok, bad_step))``.
+
+    ``branch=True`` keeps or drops the new state with one ``lax.cond``: on a CPU it compiles
+    and runs faster than a ``jnp.where`` per array (the default), which suits accelerators,
+    where a conditional reads its predicate back on the host. Both give the same bits, and a
+    vmapped group turns the conditional into selects anyway.
+    """
     loss_mean = _losses.mean_loss(loss)
     optimizer = optax.with_extra_args_support(optimizer)
 
@@ -74,13 +94,11 @@ def make_step(graphdef: Any, optimizer: optax.GradientTransformation, loss: str 
         )
         params = optax.apply_updates(state.params, updates)
         ok = state.ok & jnp.isfinite(value) & _all_finite(params)
-        # one conditional for the whole state: it compiles faster and runs faster on a CPU
-        # than a select per array (a vmapped group turns it into selects anyway)
-        params, rest, opt_state = jax.lax.cond(
-            ok,
-            lambda: (params, rest, opt_state),
-            lambda: (state.params, state.rest, state.opt_state),
-        )
+        new, old = (params, rest, opt_state), (state.params, state.rest, state.opt_state)
+        if branch:
+            params, rest, opt_state = jax.lax.cond(ok, lambda: new, lambda: old)
+        else:
+            params, rest, opt_state = jax.tree.map(functools.partial(_keep, ok), new, old)
         new_state = TrainState(
             params=params,
             rest=rest,
