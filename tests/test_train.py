@@ -235,17 +235,18 @@ def test_nonfinite_loss_raises_when_asked():
     assert all(np.isfinite(_linear_params(model)[0]).ravel())
 
 
+class _DropoutNet(nnx.Module):
+    def __init__(self, rngs):
+        self.dense = nnx.Linear(64, 10, rngs=rngs)
+        self.drop = nnx.Dropout(0.5, rngs=rngs)
+
+    def __call__(self, x):
+        return self.drop(self.dense(x))
+
+
 def test_dropout_model_trains_and_evaluates_deterministically():
-    class Net(nnx.Module):
-        def __init__(self, rngs):
-            self.dense = nnx.Linear(64, 10, rngs=rngs)
-            self.drop = nnx.Dropout(0.5, rngs=rngs)
-
-        def __call__(self, x):
-            return self.drop(self.dense(x))
-
     data = _small_digits(64, 40)
-    model = Net(nnx.Rngs(0))
+    model = _DropoutNet(nnx.Rngs(0))
     result = fit(model, optax.sgd(0.1), data, epochs=1, batch_size=32, quiet=True)
     W = np.asarray(model.dense.kernel[...], np.float64)
     cb = np.asarray(model.dense.bias[...], np.float64)
@@ -266,16 +267,8 @@ def test_step_keeps_the_same_state_with_a_branch_or_with_selects():
     # jnp.where per array: the same bits, through a dropout key and a non-finite stop
     from inna_jax.train._step import TrainState, make_step
 
-    class Net(nnx.Module):
-        def __init__(self, rngs):
-            self.dense = nnx.Linear(64, 10, rngs=rngs)
-            self.drop = nnx.Dropout(0.5, rngs=rngs)
-
-        def __call__(self, x):
-            return self.drop(self.dense(x))
-
     data = _small_digits(64, 20)
-    graphdef, params, rest = nnx.split(Net(nnx.Rngs(0)), nnx.Param, ...)
+    graphdef, params, rest = nnx.split(_DropoutNet(nnx.Rngs(0)), nnx.Param, ...)
     params, rest = nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
     tx = _inf_at(3)
     finals = []
