@@ -228,9 +228,8 @@ GAUSS_NEWTON = ("egn", "egn_lm", "sgn")
 
 
 def _run(*, out, datasets, seeds, epochs, batch_size, grids, egn_regularizer, quiet, mesh):
-    import jax
-
     from inna_jax.reproduce import protocol
+    from inna_jax.train import _parallel
 
     # On CPU the Gauss-Newton groups apply one compiled single-run step to each run in turn
     # (fit_many's strategy="loop"): their steps are compute-bound (a bC x bC Gram matrix and
@@ -240,7 +239,7 @@ def _run(*, out, datasets, seeds, epochs, batch_size, grids, egn_regularizer, qu
     # rule amplify. SGD and Adam groups are vmapped. On accelerators every group is vmapped.
     # The groups train one after the other (not protocol.run_concurrently, as figure2 does):
     # the table compares the methods' seconds, which groups sharing the cores would blur.
-    cpu = (jax.devices()[0] if mesh is None else mesh.devices.flat[0]).platform == "cpu"
+    cpu = _parallel.platform(mesh) == "cpu"
     runs_axis = mesh is not None and dict(mesh.shape).get("runs", 1) > 1
 
     loaded, skipped = [], []

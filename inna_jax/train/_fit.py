@@ -469,8 +469,10 @@ def _train(
     elif strategy == "loop":
         batched = False
     else:  # auto: XLA:CPU runs a vmapped convolution as a slow grouped convolution
-        platform = (mesh.devices.flat[0] if mesh is not None else jax.devices()[0]).platform
-        batched = not (platform == "cpu" and _has_convolution(graphdef, *split[0][1:], x_train[:1]))
+        batched = not (
+            _parallel.platform(mesh) == "cpu"
+            and _has_convolution(graphdef, *split[0][1:], x_train[:1])
+        )
     padded = _round_up(count, runs_devices) if batched else count
 
     opt_init = _programs.init_program(optimizer, batched=batched)

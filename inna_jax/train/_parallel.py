@@ -118,6 +118,11 @@ def run_mesh(runs: int | None = None, data: int = 1, *, devices: Any = None) -> 
     return Mesh(devices.reshape(int(runs), int(data)), (RUNS_AXIS, DATA_AXIS))
 
 
+def platform(mesh: Mesh | None) -> str:
+    """The platform the runs compute on: the mesh's devices', else the default device's."""
+    return (mesh.devices.flat[0] if mesh is not None else jax.devices()[0]).platform
+
+
 def axis_size(mesh: Mesh | None, axis: str) -> int:
     """The size of ``axis`` in ``mesh`` (1 when the mesh is ``None`` or lacks it)."""
     if mesh is None or axis not in mesh.axis_names:

@@ -93,7 +93,7 @@ def step_program(
 
     def build():
         tx = optimizer.build() if isinstance(optimizer, OptimizerSpec) else optimizer
-        fn = make_step(graphdef, tx, loss, branch=_platform(mesh) == "cpu")
+        fn = make_step(graphdef, tx, loss, branch=_parallel.platform(mesh) == "cpu")
         if batched:
             fn = jax.vmap(fn)
         if mesh is None:
@@ -130,10 +130,6 @@ def eval_program(
 
     key = ("eval", batched, graphdef, _loss_key(loss), classification, mesh)
     return _cached(key, build)
-
-
-def _platform(mesh: Mesh | None) -> str:
-    return (mesh.devices.flat[0] if mesh is not None else jax.devices()[0]).platform
 
 
 def _shardings(mesh: Mesh, batched: bool):
