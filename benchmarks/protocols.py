@@ -1,7 +1,8 @@
 """Wall time of the paper protocols, old code against new, through the real console script.
 
 Each measurement runs ``inna-jax`` in a subprocess, once with ``PYTHONPATH`` pointing at a
-checkout of an old git revision (a temporary ``git worktree``) and twice at this working tree:
+checkout of an old git revision (a temporary ``git worktree``; run as its console script ran
+it, ``sys.exit(cli.main())``) and twice at this working tree (the console script):
 from a cold start (an empty compilation cache, as on a first run) and with a warm cache (the
 compiled programs of one earlier untimed run, as on a second run; see
 ``inna_jax/reproduce/compilation_cache.py``), alternating old and new for ``--repeats``
@@ -86,19 +87,25 @@ def write_cifar(folder: Path, num_train: int, num_test: int) -> Path:
 
 def commands(which: str, old: bool, work: Path, cifar: Path) -> list[list[str]]:
     """The command lines of a measurement (run in ``work``)."""
-    script = shutil.which("inna-jax") or "inna-jax"
+    script = [shutil.which("inna-jax") or "inna-jax"]
+    if old:  # what the old console script ran (it called cli.main; the new one cli.console)
+        script = [
+            sys.executable, "-c",
+            "import sys; from inna_jax.cli import main; sys.argv[0] = 'inna-jax'; "
+            "sys.exit(main())",
+        ]  # fmt: skip
     figure2 = "benchmark" if old else "figure2"
     if which == "figure2":
-        return [[script, figure2, "--out", str(work / "figure2")]]
+        return [[*script, figure2, "--out", str(work / "figure2")]]
     if which == "cifar":
         return [
-            [script, figure2, "--dataset", "cifar100", "--data-dir", str(cifar), "--epochs", "1",
+            [*script, figure2, "--dataset", "cifar100", "--data-dir", str(cifar), "--epochs", "1",
              "--grid-epochs", "1", "--seeds", "1", "--out", str(work / "cifar")]
         ]  # fmt: skip
     if which == "egn":
-        return [[script, "egn", "--out", str(work / "egn")]]
+        return [[*script, "egn", "--out", str(work / "egn")]]
     if which == "help":
-        return [[script, "--help"]]
+        return [[*script, "--help"]]
     if which == "import":
         return [[sys.executable, "-X", "importtime", "-c", "import inna_jax"]]
     raise ValueError(which)

@@ -91,3 +91,36 @@ def test_commands_keep_compiled_programs_on_disk(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Persistent compilation cache" not in proc.stderr
     assert not (off / "inna_jax").exists()  # nothing under XDG_CACHE_HOME
+
+
+def _console(body: str) -> subprocess.CompletedProcess:
+    """Runs ``cli.console()`` in a subprocess whose ``cli.main`` is the function ``body``."""
+    code = f"from inna_jax import cli\ndef main():\n{body}\ncli.main = main\ncli.console()\n"
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "PYTHONUNBUFFERED")}
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def test_console_exit_keeps_the_status_the_output_and_the_exit_handlers():
+    # stdout is a pipe, so fully buffered: without the flush the 100,000 characters are lost
+    proc = _console(
+        "    import atexit\n"
+        "    atexit.register(lambda: print('handler ran'))\n"
+        "    print('x' * 100_000, end='')\n"
+        "    return 3"
+    )
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert proc.stdout == "x" * 100_000 + "handler ran\n"
+
+
+def test_console_exit_waits_for_a_running_thread(tmp_path):
+    done = tmp_path / "done.txt"
+    proc = _console(
+        "    import threading, time\n"
+        f"    write = lambda: (time.sleep(0.5), open({str(done)!r}, 'w').write('written'))\n"
+        "    threading.Thread(target=write).start()\n"
+        "    return 0"
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert done.read_text() == "written"
