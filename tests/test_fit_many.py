@@ -327,6 +327,31 @@ def test_second_fit_compiles_nothing(compiles):
     assert compiles.names == []
 
 
+def test_compiler_options_reach_the_step_and_key_its_program(compiles):
+    data = _digits(64, 20)
+    spec = OptimizerSpec(_inna_decay, learning_rate=0.1, alpha=0.5, beta=0.1)
+    o1 = {"xla_backend_optimization_level": 1}
+    train = dict(epochs=1, batch_size=16, quiet=True)
+    default = fit(_f64(MLP(64, (8,), 10, rngs=nnx.Rngs(0))), spec, data, **train)
+    compiles.names.clear()
+    model = _f64(MLP(64, (8,), 10, rngs=nnx.Rngs(0)))
+    faster = fit(model, spec, data, compiler_options=o1, **train)
+    # the step and the optimizer's init compile again with the options, the evaluation not
+    assert sorted(compiles.names) == ["jit(opt_init)", "jit(train_step)"]
+    compiles.names.clear()
+    fit(_f64(MLP(64, (8,), 10, rngs=nnx.Rngs(3))), spec.replace(learning_rate=0.3), data,
+        compiler_options=dict(o1), **train)  # fmt: skip
+    assert compiles.names == []
+    # the same training (float64), whichever LLVM pipeline compiled it
+    assert faster.steps == default.steps == 4
+    for a, b in zip(faster.history, default.history, strict=True):
+        np.testing.assert_allclose(a["train_loss"], b["train_loss"], rtol=1e-12)
+    with pytest.raises(Exception, match="No such compile option: 'xla_not_an_option'"):
+        fit(model, spec, data, compiler_options={"xla_not_an_option": 1}, **train)
+    with pytest.raises(ValueError, match="compiler_options must be None or a mapping"):
+        fit_many([model], spec, data, compiler_options=["-O1"], **train)
+
+
 def test_bad_group_arguments():
     data = _digits(64, 20)
     models = [MLP(64, (), 10, rngs=nnx.Rngs(0)) for _ in range(2)]

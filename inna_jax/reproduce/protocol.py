@@ -25,8 +25,26 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-#: XLA options of the jitted model initialisation on a CPU (see :func:`cached_models`).
-_INIT_CPU_OPTIONS = {"xla_backend_optimization_level": 1}
+#: XLA options of the protocols' programs on a CPU (see :func:`fast_compile_options`).
+_CPU_FAST_COMPILE = {"xla_backend_optimization_level": 1}
+
+
+def fast_compile_options(mesh: Any = None) -> dict[str, Any] | None:
+    """XLA options that compile the protocols' small programs faster: LLVM ``-O1`` on a CPU.
+
+    A protocol compiles a few programs (each seed's weights, one training step per optimizer
+    family) and runs them for seconds, so on a CPU the compiler is a large part of a first
+    run. XLA:CPU's LLVM ``-O2`` pipeline (its default) mostly vectorises elementwise loops,
+    which matter little next to the convolutions and matrix products of these models (those
+    call Eigen, compiled in advance). At ``-O1`` (option ``xla_backend_optimization_level``)
+    the small CNN's training step compiles about a quarter faster and runs as fast, and the
+    default ``inna-jax figure2`` writes the same files, bit for bit, as at ``-O2``
+    (``benchmarks/protocols.py``; tests/test_protocol.py compares the weights). Returns
+    ``None`` (XLA's defaults) off a CPU, where the option means nothing comparable.
+    """
+    from inna_jax.train._parallel import platform
+
+    return dict(_CPU_FAST_COMPILE) if platform(mesh) == "cpu" else None
 
 
 def cached_models(make_model: Callable[[Any], Any]) -> Callable[[int], Any]:
@@ -39,9 +57,9 @@ def cached_models(make_model: Callable[[Any], Any]) -> Callable[[int], Any]:
     int), which gives the same arrays, bit for bit, as ``make_model(seed)`` run eagerly.
     Eagerly, initialising a model dispatches, and on a first run compiles, one small program
     per random op and shape (about 1 s for the small CNN, against 0.1 s for the whole
-    jitted initialisation once its program is in the compilation cache). On a CPU the
-    program is compiled at LLVM ``-O1`` (XLA option ``xla_backend_optimization_level``):
-    0.3 s instead of 0.9 s for the small CNN, and the same bits as the eager weights.
+    jitted initialisation once its program is in the compilation cache). The program is
+    compiled with :func:`fast_compile_options`: on a CPU 0.3 s instead of 0.9 s for the
+    small CNN, and the same bits as the eager weights.
 
     Example:
         >>> from inna_jax.reproduce.protocol import cached_models
@@ -62,9 +80,7 @@ def cached_models(make_model: Callable[[Any], Any]) -> Callable[[int], Any]:
     # XLA:CPU's LLVM -O2 pipeline triples the compilation of the random initialisers (threefry)
     # and changes none of their bits (tests/test_protocol.py compares them with the eager
     # weights); -O1 skips it.
-    cpu = jax.default_backend() == "cpu"
-
-    @functools.partial(jax.jit, compiler_options=_INIT_CPU_OPTIONS if cpu else None)
+    @functools.partial(jax.jit, compiler_options=fast_compile_options())
     def init(key: jax.Array) -> Any:
         graphdef, state = nnx.split(make_model(key))
         graphdefs.append(graphdef)  # the structure, the same for every key (traced once)
@@ -97,10 +113,12 @@ def train_group(
     eval_every: int | None = 1,
     eval_test: bool = True,
     strategy: str = "auto",
+    compiler_options: dict[str, Any] | None = None,
 ) -> list:
     """Trains run ``r`` with ``specs[r]`` from the weights and batch order of ``seeds[r]``.
 
-    One :func:`~inna_jax.train.fit_many` call (``strategy`` as there); a run that diverges
+    One :func:`~inna_jax.train.fit_many` call (``strategy`` and ``compiler_options`` as
+    there; a protocol passes :func:`fast_compile_options`); a run that diverges
     is recorded (its :attr:`~inna_jax.train.FitResult.stopped`), not warned about. Safe to
     call from several threads at once (:func:`run_concurrently`).
 
@@ -124,6 +142,7 @@ def train_group(
         eval_every=eval_every,
         eval_test=eval_test,
         strategy=strategy,
+        compiler_options=compiler_options,
         on_nonfinite="record",  # divergence is recorded, not warned about
     )
 

@@ -6,16 +6,16 @@ object, so a new closure per ``fit`` call would compile again. Here each jitted 
 kept under a key made of what its closure depends on: the kind of program, how the runs are
 laid out (``"single"``: one run's state; ``"vmap"``: a leading axis of runs), the optimizer
 family (:attr:`~inna_jax.train.OptimizerSpec.family`, or the identity of a plain optax
-object), the model's ``GraphDef``, the loss and the mesh. ``jax.jit`` itself then keys on
-shapes, dtypes and shardings. Hyperparameters live in the optimizer state, so they are not
-part of any key.
+object), the model's ``GraphDef``, the loss, the mesh and the XLA ``compiler_options`` of the step
+and the init. ``jax.jit`` itself then keys on shapes, dtypes and shardings. Hyperparameters
+live in the optimizer state, so they are not part of any key.
 """
 
 from __future__ import annotations
 
 import collections
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 import jax
@@ -61,7 +61,16 @@ def _loss_key(loss: Any) -> Hashable:
     return loss if isinstance(loss, str) else ("callable", loss)
 
 
-def init_program(optimizer: OptimizerSpec | optax.GradientTransformation, *, batched: bool):
+def _options_key(options: Mapping[str, Any] | None) -> Hashable:
+    return None if not options else tuple(sorted(options.items()))
+
+
+def init_program(
+    optimizer: OptimizerSpec | optax.GradientTransformation,
+    *,
+    batched: bool,
+    compiler_options: Mapping[str, Any] | None = None,
+):
     """``(params, hyperparams) -> opt_state`` for a spec, ``params -> opt_state`` otherwise."""
 
     def build():
@@ -76,9 +85,11 @@ def init_program(optimizer: OptimizerSpec | optax.GradientTransformation, *, bat
             def opt_init(params):
                 return optimizer.init(params)
 
-        return jax.jit(jax.vmap(opt_init) if batched else opt_init)
+        fn = jax.vmap(opt_init) if batched else opt_init
+        return jax.jit(fn, compiler_options=dict(compiler_options or {}) or None)
 
-    return _cached(("init", batched, family_key(optimizer)), build)
+    key = ("init", batched, family_key(optimizer), _options_key(compiler_options))
+    return _cached(key, build)
 
 
 def step_program(
@@ -88,6 +99,7 @@ def step_program(
     *,
     batched: bool,
     mesh: Mesh | None,
+    compiler_options: Mapping[str, Any] | None = None,
 ):
     """The jitted (and, for groups, vmapped) step ``(state, x, y) -> (state, aux)``."""
 
@@ -96,17 +108,27 @@ def step_program(
         fn = make_step(graphdef, tx, loss, branch=_parallel.platform(mesh) == "cpu")
         if batched:
             fn = jax.vmap(fn)
+        options = dict(compiler_options or {}) or None
         if mesh is None:
-            return jax.jit(fn, donate_argnums=0)
+            return jax.jit(fn, donate_argnums=0, compiler_options=options)
         state, batch, rep = _shardings(mesh, batched)
         return jax.jit(
             fn,
             donate_argnums=0,
             in_shardings=(state, batch, batch),
             out_shardings=(state, (rep, rep, rep)),
+            compiler_options=options,
         )
 
-    key = ("step", batched, family_key(optimizer), graphdef, _loss_key(loss), mesh)
+    key = (
+        "step",
+        batched,
+        family_key(optimizer),
+        graphdef,
+        _loss_key(loss),
+        mesh,
+        _options_key(compiler_options),
+    )
     return _cached(key, build)
 
 
