@@ -6,9 +6,9 @@ object, so a new closure per ``fit`` call would compile again. Here each jitted 
 kept under a key made of what its closure depends on: the kind of program, how the runs are
 laid out (``"single"``: one run's state; ``"vmap"``: a leading axis of runs), the optimizer
 family (:attr:`~inna_jax.train.OptimizerSpec.family`, or the identity of a plain optax
-object), the model's ``GraphDef``, the loss, the mesh and the XLA ``compiler_options`` of the step
-and the init. ``jax.jit`` itself then keys on shapes, dtypes and shardings. Hyperparameters
-live in the optimizer state, so they are not part of any key.
+object), the model's ``GraphDef``, the loss, the mesh and the XLA ``compiler_options`` of
+the step and the init. ``jax.jit`` itself then keys on shapes, dtypes and shardings.
+Hyperparameters live in the optimizer state, so they are not part of any key.
 """
 
 from __future__ import annotations
