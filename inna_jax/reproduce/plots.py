@@ -19,9 +19,10 @@ import numpy as np
 def preload() -> threading.Thread:
     """Imports matplotlib's figure and PNG modules in a background thread, and returns it.
 
-    A protocol calls it as its training starts: the thread waiting for the groups of runs is
-    idle, and the figure drawn at the end no longer waits for the imports (0.3 s of the
-    0.5 s that the default ``inna-jax figure2`` spent on its figure, on a 2-core CPU).
+    ``inna-jax figure2`` calls it as it starts, so that the imports overlap the loading of
+    its data, the compilation of its first programs and its training, and the figure drawn
+    at the end no longer waits for them (0.3 s of the 0.5 s that the default run spent on
+    its figure, on a 2-core CPU).
     Importing twice is harmless: Python imports each module once, under its own lock.
     """
 

@@ -7,15 +7,16 @@ kept under a key made of what its closure depends on: the kind of program, how t
 laid out (``"single"``: one run's state; ``"vmap"``: a leading axis of runs), the optimizer
 family (:attr:`~inna_jax.train.OptimizerSpec.family`, or the identity of a plain optax
 object), the model's ``GraphDef``, the loss, the mesh and the XLA ``compiler_options`` of
-the step and the init. ``jax.jit`` itself then keys on shapes, dtypes and shardings.
-Hyperparameters live in the optimizer state, so they are not part of any key.
+the step and the init (a dict, or ``None`` for XLA's defaults, as ``fit`` checked them).
+``jax.jit`` itself then keys on shapes, dtypes and shardings. Hyperparameters live in the
+optimizer state, so they are not part of any key.
 """
 
 from __future__ import annotations
 
 import collections
 import threading
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import jax
@@ -61,15 +62,15 @@ def _loss_key(loss: Any) -> Hashable:
     return loss if isinstance(loss, str) else ("callable", loss)
 
 
-def _options_key(options: Mapping[str, Any] | None) -> Hashable:
-    return None if not options else tuple(sorted(options.items()))
+def _options_key(options: dict[str, Any] | None) -> Hashable:
+    return None if options is None else tuple(sorted(options.items()))
 
 
 def init_program(
     optimizer: OptimizerSpec | optax.GradientTransformation,
     *,
     batched: bool,
-    compiler_options: Mapping[str, Any] | None = None,
+    compiler_options: dict[str, Any] | None = None,
 ):
     """``(params, hyperparams) -> opt_state`` for a spec, ``params -> opt_state`` otherwise."""
 
@@ -86,7 +87,7 @@ def init_program(
                 return optimizer.init(params)
 
         fn = jax.vmap(opt_init) if batched else opt_init
-        return jax.jit(fn, compiler_options=dict(compiler_options or {}) or None)
+        return jax.jit(fn, compiler_options=compiler_options)
 
     key = ("init", batched, family_key(optimizer), _options_key(compiler_options))
     return _cached(key, build)
@@ -99,7 +100,7 @@ def step_program(
     *,
     batched: bool,
     mesh: Mesh | None,
-    compiler_options: Mapping[str, Any] | None = None,
+    compiler_options: dict[str, Any] | None = None,
 ):
     """The jitted (and, for groups, vmapped) step ``(state, x, y) -> (state, aux)``."""
 
@@ -108,16 +109,15 @@ def step_program(
         fn = make_step(graphdef, tx, loss, branch=_parallel.platform(mesh) == "cpu")
         if batched:
             fn = jax.vmap(fn)
-        options = dict(compiler_options or {}) or None
         if mesh is None:
-            return jax.jit(fn, donate_argnums=0, compiler_options=options)
+            return jax.jit(fn, donate_argnums=0, compiler_options=compiler_options)
         state, batch, rep = _shardings(mesh, batched)
         return jax.jit(
             fn,
             donate_argnums=0,
             in_shardings=(state, batch, batch),
             out_shardings=(state, (rep, rep, rep)),
-            compiler_options=options,
+            compiler_options=compiler_options,
         )
 
     key = (
