@@ -182,7 +182,8 @@ def grid_search(
 
     ``models`` is a ``make_model(seed)`` (default: the data set's model, each seed built
     once). Up to ``workers`` methods search at once
-    (:func:`~inna_jax.reproduce.protocol.run_concurrently`; ``None``: one per CPU core on a
+    (:func:`~inna_jax.reproduce.protocol.run_concurrently`; ``None``:
+    :func:`~inna_jax.reproduce.protocol.default_workers`, one more than the CPU's cores on a
     CPU without a mesh, else 1).
 
     Returns:
@@ -409,8 +410,8 @@ def run(
         quiet: hide the progress bars (one per group of runs).
         verbose: print the setting, the grid choices and the table.
         workers: how many methods' groups train at once, in threads
-            (:func:`~inna_jax.reproduce.protocol.run_concurrently`); ``None``: the CPU's
-            cores on a CPU without a mesh, else 1. The results do not depend on it.
+            (:func:`~inna_jax.reproduce.protocol.run_concurrently`); ``None``: one more than the
+            CPU's cores on a CPU without a mesh, else 1. The results do not depend on it.
 
     Returns:
         A dict with keys ``setting`` (the settings and the ``reduced`` flag), ``gamma0``
@@ -700,8 +701,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--workers",
         type=cli_args.positive_int,
         default=None,
-        help="methods trained at the same time, in threads (default: the CPU cores when "
-        "training on a CPU without --devices, else 1); the results do not depend on it",
+        help="methods trained at the same time, in threads (default: one more than the CPU "
+        "cores when training on a CPU without --devices, else 1); the results do not depend "
+        "on it",
     )
 
 
