@@ -253,7 +253,7 @@ def default_workers(mesh: Any = None) -> int:
     if mesh is not None or jax.process_count() > 1 or jax.default_backend() != "cpu":
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, cores or 1) + 1
+    return (cores or 1) + 1  # os.cpu_count() may not know (None)
 
 
 def run_concurrently(
