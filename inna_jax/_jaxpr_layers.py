@@ -33,7 +33,7 @@ import dataclasses
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -427,7 +427,7 @@ def _analyse(
             if isinstance(src, jex.Var) and src in derived and consumers[src] == 1:
                 layer_path, chain = derived[src]
                 derived[eqn.outvars[0]] = (layer_path, (*chain, eqn))
-        ins = [view_of(v) for v in eqn.invars]
+        ins: list[Any] = [view_of(v) for v in eqn.invars]  # View | None, checked below
         if not any(ins):
             continue
         if name in VIEW_PRIMITIVES and len(eqn.invars) == 1:
@@ -467,17 +467,17 @@ def _analyse(
 
 
 def _weight_is_isometric(use: _Use, aval) -> bool:
-    shape = use.eqn.invars[use.arg].aval.shape
-    idx = use.view.indices(aval.shape)
+    shape = cast(jex.JaxprEqn, use.eqn).invars[use.arg].aval.shape
+    idx = cast(View, use.view).indices(aval.shape)
     return idx.shape == tuple(shape) and _is_permutation(idx, math.prod(aval.shape))
 
 
 def _bias_order(layer: Layer, bias: _Use, aval) -> np.ndarray | None | bool:
     """The (G, F) leaf index of each bias entry if the bias broadcasts over the positions
     (``None`` when it is the identity order), ``False`` when it does not fit the layer."""
-    add_shape = bias.eqn.outvars[0].aval.shape
+    add_shape = cast(jex.JaxprEqn, bias.eqn).outvars[0].aval.shape
     try:
-        idx = np.broadcast_to(bias.view.indices(aval.shape), add_shape)
+        idx = np.broadcast_to(cast(View, bias.view).indices(aval.shape), add_shape)
     except ValueError:
         return False
     for eqn in reversed(bias.through):  # back to the layer's output layout
@@ -566,17 +566,18 @@ def find_layers(predict_fn: Callable, params: Any, inputs: Any) -> ModelLayers:
             continue
         placed.add(leaf)
         for k, u in enumerate(leaf_uses):
+            eqn = cast(jex.JaxprEqn, u.eqn)  # dense and conv uses have theirs
             if u.kind == "dense":
-                s, g, d, f = _dense_shape(u.eqn, u.arg)
+                s, g, d, f = _dense_shape(eqn, u.arg)
             else:
-                s, g, d, f = _conv_shape(u.eqn)
+                s, g, d, f = _conv_shape(eqn)
             suffix = f"[use {k + 1}]" if len(leaf_uses) > 1 else ""
             layer = Layer(
                 name=names[leaf] + suffix,
                 kind=u.kind,
                 path=u.path,
-                eqn=u.eqn,
-                weight=u.view,
+                eqn=eqn,
+                weight=cast(View, u.view),
                 weight_arg=u.arg,
                 positions=s,
                 groups=g,

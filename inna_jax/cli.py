@@ -5,8 +5,10 @@ Each subcommand lives in a module of :mod:`inna_jax.reproduce` that defines
 Only the module of the command that runs is imported: ``inna-jax --help`` reads the
 docstrings from the source files, so it needs neither Flax nor diffrax nor matplotlib.
 Errors follow one policy: a bad flag value is one line on stderr naming the flag, the value
-and what is allowed, with exit status 2 (see :mod:`inna_jax.reproduce.cli_args`); any other
-exception of a command is one line ``inna-jax CMD: error: Type: message`` with exit status 1,
+and what is allowed, with exit status 2 (see :mod:`inna_jax.reproduce.cli_args`), and so is
+a missing optional extra (the commands need ``pip install "inna_jax[reproduce]"``, see
+:mod:`inna_jax._extras`); any other exception of a command is one line
+``inna-jax CMD: error: Type: message`` with exit status 1,
 and ``--debug`` shows its traceback instead. ``KeyboardInterrupt`` is left alone. Compiled
 programs are kept on disk between runs (:mod:`inna_jax.reproduce.compilation_cache`). The
 console script (:func:`console`) skips Python's teardown of the loaded modules once the
@@ -25,7 +27,10 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from inna_jax.reproduce import cli_args, compilation_cache
+from inna_jax import _extras
+
+# inna_jax.reproduce (cli_args, compilation_cache) is imported inside the functions: without
+# the "reproduce" extra, importing it raises, and main() says so in one line instead.
 
 # subcommand -> module in inna_jax.reproduce
 COMMANDS: dict[str, str] = {
@@ -64,6 +69,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         command: the only subcommand whose module is imported and whose flags are added
             (an alias counts as its target); ``""``: none; ``None``: all of them.
     """
+    from inna_jax.reproduce import cli_args
+
     parser = cli_args.ArgumentParser(
         prog="inna-jax",
         description="Inertial-Newton and Gauss-Newton training in JAX: demo, training and "
@@ -73,7 +80,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     names = {**{name: name for name in COMMANDS}, **ALIASES}
-    wanted = ALIASES.get(command, command)
+    wanted = command if command is None else ALIASES.get(command, command)
     for name, target in names.items():
         doc = _docstring(COMMANDS[target])
         summary = doc.splitlines()[0] if doc else ""
@@ -105,9 +112,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``inna-jax`` console script.
 
     Returns the command's exit status: 0 on success, 2 for a usage error (one line on
-    stderr naming the flag), 1 for any other exception (one line on stderr, or its
+    stderr naming the flag) or a missing optional extra (one line naming it and the ``pip``
+    command), 1 for any other exception (one line on stderr, or its
     traceback with ``--debug``).
     """
+    missing = _extras.missing("reproduce")
+    if missing:  # one line naming the extra, status 2 (a usage error)
+        print(_extras.MissingExtraError("inna-jax", "reproduce", missing), file=sys.stderr)
+        return 2
+    from inna_jax.reproduce import cli_args, compilation_cache
+
     argv = list(sys.argv[1:] if argv is None else argv)
     compilation_cache.enable()  # before the command imports jax
     debug = "--debug" in argv  # until the flags are parsed (an error importing the command)
@@ -125,6 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args._module.main(args) or 0)
     except cli_args.UsageError as err:
         return cli_args.fail(prog, str(err))
+    except _extras.MissingExtraError as err:  # an extra that this command needs (egn-rl's gymnax)
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
     except Exception as err:  # not KeyboardInterrupt nor SystemExit (argparse's exits)
         if debug:
             raise

@@ -211,7 +211,7 @@ def nesterov_scan(
     learning_rate: ArrayLike | None = None,
     damping: ArrayLike = DAMPING,
     **deprecated: Any,
-):
+) -> Any:
     r"""Nesterov's method with momentum :math:`(k-1)/(k+r-1)`, as a ``lax.scan``.
 
     .. math::
@@ -306,7 +306,7 @@ def _discrete(method, loss_fn, theta0, steps, substeps, lr, hyper, record):
     keep = (lambda x: x) if record is None else record
     if method == "nesterov":
 
-        def step(_, carry):
+        def step(_, carry):  # pyright: ignore[reportRedeclaration]
             return _nesterov_step(grad_fn, lr, hyper.damping, carry)
 
         carry = (theta0, theta0, jnp.ones((), lr.dtype))
@@ -331,7 +331,7 @@ def _discrete(method, loss_fn, theta0, steps, substeps, lr, hyper, record):
 def _time_axis(method, lr, steps):
     if method in ("inna", "gd"):
         if callable(lr):
-            gammas = jax.vmap(lr)(jnp.arange(steps))
+            gammas: Any = jax.vmap(lr)(jnp.arange(steps))
         else:
             gammas = jnp.full((steps,), lr)
         return jnp.concatenate([jnp.zeros(1, gammas.dtype), jnp.cumsum(gammas)])
@@ -639,7 +639,7 @@ def convergence_order(
         raise ValueError(f"halvings must be an integer >= 1, got halvings={halvings!r}")
     check_scalar("time_step", time_step, _POSITIVE)
     check_scalar("t1", t1, _POSITIVE)
-    h0, t1 = concrete_float(time_step), concrete_float(t1)
+    h0, t1 = concrete_float(time_step), concrete_float(t1)  # pyright: ignore[reportAssignmentType]
     if h0 is None or t1 is None:
         raise ValueError("t1 and time_step must be concrete numbers (they set the grids)")
     base_steps = round(t1 / h0)

@@ -37,7 +37,7 @@ References:
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import diffrax
 import jax
@@ -165,9 +165,9 @@ class FunctionSpaceSolution(NamedTuple):
         loss: :math:`\\tfrac12\\|u(t) - y\\|^2`, shape ``(T,)``.
     """
 
-    ts: jax.Array
-    predictions: jax.Array
-    loss: jax.Array
+    ts: jax.Array | np.ndarray
+    predictions: jax.Array | np.ndarray
+    loss: jax.Array | np.ndarray
 
 
 def solve_function_space(
@@ -277,7 +277,7 @@ def solve_function_space(
         stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
         max_steps=max_steps,
     )
-    errors = sol.ys if method == "gd" else sol.ys[0]
+    errors: Any = sol.ys if method == "gd" else cast(Any, sol.ys)[0]
     return FunctionSpaceSolution(ts, errors + y, 0.5 * jnp.sum(errors**2, axis=-1))
 
 
@@ -345,7 +345,7 @@ def function_space_closed_form(
     References:
         Su, Boyd and Candès, JMLR 2016, §3.2 (the Bessel solution for quadratics).
     """
-    hyper = concrete_float(_hyper(method, friction, damping))
+    hyper = cast(float, concrete_float(_hyper(method, friction, damping)))
     k = np.asarray(kernel, dtype=np.float64)
     _check_kernel(k)
     y = np.asarray(targets, dtype=np.float64)
@@ -394,7 +394,7 @@ def predicted_rate(
     References:
         Bu, Xu and Chen, AISTATS 2021, Theorems 1-3.
     """
-    hyper = concrete_float(_hyper(method, friction, damping))
+    hyper = cast(float, concrete_float(_hyper(method, friction, damping)))
     lam = concrete_float(lambda_min)
     if lam is None or not lam > 0:
         raise ValueError(f"lambda_min must be a concrete number > 0, got {lambda_min!r}")

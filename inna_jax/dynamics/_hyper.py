@@ -107,7 +107,7 @@ def check(name: str, value: Any, rule: Rule | None = None) -> None:
         bad = array[index].item()
         raise ValueError(
             f"{name} must be {rule.describe()} at every grid point, got {name}={bad!r} at "
-            f"index {index if len(index) > 1 else index[0]} (shape {array.shape})"
+            f"index {index if len(index) > 1 else index[0]} (shape {array.shape})"  # pyright: ignore[reportGeneralTypeIssues]
         )
 
 

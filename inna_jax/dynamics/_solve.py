@@ -154,7 +154,7 @@ def _nesterov_series(theta0, g0, damping, t):
     return x, v
 
 
-def _field_and_start(kind, grad_fn, theta0, hyper, extra, t0):
+def _field_and_start(kind, grad_fn, theta0, hyper, extra, t0) -> tuple[Any, Any]:
     """The vector field and the initial state of one of the four ODEs."""
     if kind == "din":
         alpha, beta, speed = hyper["alpha"], hyper["beta"], hyper["initial_speed"]
@@ -215,7 +215,7 @@ def _run(
     stepsize_controller,
     dt0,
     max_steps,
-):
+) -> tuple[jax.Array, Any, jax.Array]:
     """Validates the options and calls the compiled integrator (hyperparameters as arrays)."""
     for name, value in hyper.items():
         check_scalar(name, value)

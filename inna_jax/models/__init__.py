@@ -1,5 +1,9 @@
 """Flax NNX models: MLP, small CNN and Network-in-Network."""
 
+from inna_jax._extras import require as _require
+
+_require("train", "inna_jax.models")  # one line naming the extra when flax is missing
+
 from inna_jax.models._cnn import SmallCNN as SmallCNN
 from inna_jax.models._cnn import count_params as count_params
 from inna_jax.models._mlp import MLP as MLP

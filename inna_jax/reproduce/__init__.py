@@ -8,3 +8,7 @@ optimizers), :mod:`~inna_jax.reproduce.protocol` (groups of runs, grid search),
 :mod:`~inna_jax.reproduce.plots` (band plots) and :mod:`~inna_jax.reproduce.cli_args`
 (flags and usage errors). Importing this package imports nothing heavy.
 """
+
+from inna_jax._extras import require as _require
+
+_require("reproduce", "inna_jax.reproduce")  # one line naming the extra when one is missing

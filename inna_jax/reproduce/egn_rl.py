@@ -48,6 +48,7 @@ from flax import nnx
 
 import inna_jax
 from inna_jax import rl
+from inna_jax._extras import require
 from inna_jax.models import MLP
 from inna_jax.reproduce import cli_args
 
@@ -196,7 +197,7 @@ def _lqr_model(kind: str, n: int):
     """``(value_fn, init(seed))`` for quadratic features or the tanh MLP."""
     if kind == "quadratic":
 
-        def value_fn(theta, x):
+        def value_fn(theta, x):  # pyright: ignore[reportRedeclaration]
             return rl.quadratic_features(x) @ theta
 
         def init(seed):
@@ -270,7 +271,7 @@ def run_lqr(
 
         if model == "quadratic":
 
-            def error(params):
+            def error(params):  # pyright: ignore[reportRedeclaration]
                 p_hat, _ = rl.quadratic_matrix(params, n)
                 return jnp.linalg.norm(p_hat - p_true_j) / jnp.linalg.norm(p_true_j)
 
@@ -314,7 +315,7 @@ def run_lqr(
             period0 = jnp.asarray(1, jnp.int32)
             compiled = jax.jit(chunk).lower(state0, _scalar(1.0), period0).compile()
             compile_s = time.perf_counter() - start
-            best = None
+            best: Any = None
             for lr in grids[method]:
                 for period in target_periods:
                     state = init(params0, keys, _scalar(lr))
@@ -409,12 +410,9 @@ def _plot_lqr(path: Path, curves: list[dict], table: list[dict], title: str) -> 
 
 
 def _make_env(name: str):
-    try:
-        import gymnax
-    except ImportError as err:  # pragma: no cover - gymnax is a declared dependency
-        raise ImportError(
-            "the DQN experiment needs gymnax: pip install 'gymnax>=1.0.1' six"
-        ) from err
+    require("rl", "the DQN of inna-jax egn-rl")
+    import gymnax
+
     return gymnax.make(name)
 
 
@@ -494,7 +492,7 @@ def run_dqn(
             mean = np.where(episodes > 0, returns / np.maximum(episodes, 1), np.nan)
             return mean, np.asarray(out.loss).mean(axis=1)
 
-        best = None
+        best: Any = None
         for lr in grids[method]:
             state = init(keys, params0, _scalar(lr))
             result = _run_chunks(compiled, state, (_scalar(lr),), chunks, evaluate)
@@ -540,6 +538,7 @@ def _plot_dqn(path: Path, curves: list[dict], table: list[dict], title: str) -> 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     envs = list(dict.fromkeys(r["env"] for r in table))
     fig, axes = plt.subplots(len(envs), 2, figsize=(12, 3.6 * len(envs) + 0.6), squeeze=False)
@@ -745,7 +744,7 @@ def run(
             config_used = {}
             for env_name in envs:
                 settings = DQN_SETTINGS[env_name]
-                updates = (dqn_updates or {}).get(env_name, settings["updates"])
+                updates: Any = (dqn_updates or {}).get(env_name, settings["updates"])
                 config = rl.DQNConfig(
                     num_envs=dqn_num_envs,
                     buffer_size=dqn_buffer_size,
@@ -913,7 +912,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """Runs :func:`run` with the parsed flags."""
     envs = list(dict.fromkeys(args.envs + ([MINATAR_ENV] if args.minatar else [])))
-    updates = None if args.dqn_updates is None else dict.fromkeys(envs, args.dqn_updates)
+    updates: dict[str, Any] | None = (
+        None if args.dqn_updates is None else dict.fromkeys(envs, args.dqn_updates)
+    )
     run(
         out=args.out,
         experiments=tuple(args.experiments),

@@ -34,7 +34,7 @@ from inna_jax.reproduce import cli_args, plots
 from inna_jax.reproduce import registry as reg
 
 #: Each method: a registry optimizer and its fixed hyperparameters (gamma_0 is searched).
-METHOD_OPTIMIZERS: dict[str, tuple[str, dict[str, float]]] = {
+METHOD_OPTIMIZERS: dict[str, tuple[str, dict[str, Any]]] = {
     "SGD": ("sgd", {"decay_power": 0.5}),
     "Adagrad": ("adagrad", {}),
     "Adam": ("adam", {}),

@@ -149,7 +149,7 @@ def _kernel_loss(kernel, y, u):
     return 0.5 * (u - y) @ (kernel @ (u - y))
 
 
-def _method_args(method: str, hyper: float, lr: float) -> dict[str, float]:
+def _method_args(method: str, hyper: float, lr: float) -> dict[str, Any]:
     """The method's hyperparameter in the vocabulary of :mod:`inna_jax.dynamics`: heavy ball's
     momentum b becomes its friction a = (1 - b)/sqrt(eta); Nesterov's r is its damping."""
     if method == "heavy_ball":

@@ -59,7 +59,7 @@ def make_lqr(
     gamma: float = 0.9,
     noise: float = 0.1,
     open_loop_radius: float = 1.1,
-    dtype=None,
+    dtype: jax.typing.DTypeLike | None = None,
 ) -> LQRProblem:
     r"""A random LQR policy-evaluation problem whose fixed policy stabilises an unstable system.
 

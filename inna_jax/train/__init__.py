@@ -4,6 +4,10 @@ specs compiled once per family, orbax checkpoints, device meshes and multi-host 
 No command-line parsing, plotting or data-set choice lives here: see :mod:`inna_jax.reproduce`.
 """
 
+from inna_jax._extras import require as _require
+
+_require("train", "inna_jax.train")  # one line naming the extra when flax & co. are missing
+
 from inna_jax.train._checkpoint import Checkpointer as Checkpointer
 from inna_jax.train._fit import FitResult as FitResult
 from inna_jax.train._fit import fit as fit

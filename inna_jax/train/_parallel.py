@@ -113,9 +113,9 @@ def run_mesh(runs: int | None = None, data: int = 1, *, devices: Any = None) -> 
     devices = np.asarray(devices)
     if runs is None:
         runs = devices.size // int(data)
-    if devices.size != int(runs) * int(data):
+    if devices.size != int(runs) * int(data):  # pyright: ignore[reportArgumentType]
         raise ValueError(f"got {devices.size} devices for a mesh of runs={runs} x data={data}")
-    return Mesh(devices.reshape(int(runs), int(data)), (RUNS_AXIS, DATA_AXIS))
+    return Mesh(devices.reshape(int(runs), int(data)), (RUNS_AXIS, DATA_AXIS))  # pyright: ignore[reportArgumentType]
 
 
 def platform(mesh: Mesh | None) -> str:

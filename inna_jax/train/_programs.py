@@ -78,7 +78,7 @@ def init_program(
         if isinstance(optimizer, OptimizerSpec):
             inner = optimizer.inner_factory()
 
-            def opt_init(params, hyperparams):
+            def opt_init(params, hyperparams):  # pyright: ignore[reportRedeclaration]
                 return optax.inject_hyperparams(inner)(**hyperparams).init(params)
 
         else:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -88,7 +88,7 @@ def make_step(
         # update in place (a jax.grad over merge cannot mutate variables of the outer trace).
         value, grads = nnx.value_and_grad(lambda m: loss_mean(m(x), y))(model)
         grads = nnx.to_pure_dict(grads)
-        rest = nnx.to_pure_dict(nnx.split(model, nnx.Param, ...)[2])
+        rest = nnx.to_pure_dict(cast(nnx.State, nnx.split(model, nnx.Param, ...)[2]))
         updates, opt_state = optimizer.update(
             grads, state.opt_state, state.params, inputs=x, targets=y
         )
