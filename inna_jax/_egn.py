@@ -45,13 +45,14 @@ from inna_jax._gauss_newton_losses import (
 from inna_jax._gauss_newton_step import (
     Direction,
     GaussNewtonState,
+    check_batch,
     check_lm_rule,
     gauss_newton_transformation,
     layer_pass,
 )
 from inna_jax._ntk import PredictFn, _gram_matrix_free, check_implementation
 from inna_jax._ntk_layers import flatten, unflatten
-from inna_jax._validation import check_positive
+from inna_jax._validation import as_float_arrays, check_positive
 
 _MAX_JITTER_TRIES = 12
 
@@ -277,9 +278,10 @@ def egn_direction(
         The direction :math:`d`, a pytree like ``params``.
 
     Raises:
-        ValueError: for an unknown loss or implementation, outputs that do not match the
-            targets, float or (concrete) out-of-range cross-entropy labels, or a concrete
-            :math:`\lambda \le 0`.
+        ValueError: for an unknown loss or implementation, an empty batch (no example in
+            ``inputs`` or ``targets``), outputs that do not match the targets, float or
+            (concrete) out-of-range cross-entropy labels, a concrete :math:`\lambda \le 0`,
+            or a parameter leaf that is not floating point.
 
     Example:
         >>> import jax.numpy as jnp
@@ -297,6 +299,8 @@ def egn_direction(
     check_loss(loss)
     check_positive("regularizer", regularizer)
     check_implementation(implementation, chunk_size)
+    params = as_float_arrays(params, "params", "egn_direction")
+    check_batch(inputs, targets)
     return _direction(
         predict_fn,
         params,
@@ -391,15 +395,16 @@ def egn(
     OpenBLAS is loaded does not reach it.
 
     **Data parallelism.** Under ``jax.jit`` with the batch split over a mesh axis and the
-    parameters replicated (``inna_jax.train.fit(..., mesh=data_mesh(n), extra_args=True)``),
-    each device runs the forward pass and the VJP of its examples. Per step, XLA (jax 0.10)
-    all-gathers, per layer, the inputs and cotangents (:math:`b(D+1)` and :math:`bmF` numbers
-    for a dense layer of :math:`D` inputs and :math:`F` outputs) or, for a layer evaluated
-    through its Jacobian (``ntk_plan``), its :math:`bm \times (D+1)F` Jacobian rows; then the
-    rows of the :math:`bm \times bm` matrix :math:`S^\top K S` that each device computed; it
-    factors the (replicated) system on every device and all-reduces the direction's per-layer
-    sums over the batch (:math:`P` numbers, as the gradient of data-parallel SGD)
-    with a few scalars. The result equals one device's up to the order of additions.
+    parameters replicated (``inna_jax.train.fit(..., mesh=data_mesh(n))``, which always passes
+    ``inputs=`` and ``targets=`` to ``update``), each device runs the forward pass and the VJP
+    of its examples. Per step, XLA (jax 0.10) all-gathers, per layer, the inputs and
+    cotangents (:math:`b(D+1)` and :math:`bmF` numbers for a dense layer of :math:`D` inputs
+    and :math:`F` outputs) or, for a layer evaluated through its Jacobian (``ntk_plan``), its
+    :math:`bm \times (D+1)F` Jacobian rows; then the rows of the :math:`bm \times bm` matrix
+    :math:`S^\top K S` that each device computed; it factors the (replicated) system on every
+    device and all-reduces the direction's per-layer sums over the batch (:math:`P` numbers,
+    as the gradient of data-parallel SGD) with a few scalars. The result equals one device's
+    up to the order of additions.
 
     ``learning_rate``, ``regularizer``, ``momentum``, ``lm_floor`` and the Armijo and LM
     factors may be traced: with ``optax.inject_hyperparams(inna_jax.egn,
@@ -446,8 +451,13 @@ def egn(
 
     Raises:
         ValueError: for an unknown loss, implementation or ``lm_rule`` and for
-            hyperparameters out of range (``regularizer <= 0`` among them); outputs that do
-            not match the targets, and bad labels, raise at the first ``update``.
+            hyperparameters out of range (``regularizer <= 0`` among them); a schedule value
+            that is not finite and > 0, checked at ``init`` (step 0) and at each ``update``
+            outside ``jit`` (inside ``jit`` it is traced and cannot be checked); a parameter
+            leaf that is not floating point, named by its path (Python floats are taken as
+            JAX's default float dtype, as in optax); at ``update``, an empty batch (no
+            example in ``inputs`` or ``targets``), outputs that do not match the targets,
+            and bad labels.
 
     Example:
         >>> import jax.numpy as jnp

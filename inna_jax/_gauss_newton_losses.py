@@ -36,7 +36,7 @@ Cross-entropy targets are integer labels of shape ``(b,)`` or probability vector
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -62,7 +62,7 @@ class LossTerms(NamedTuple):
     root_residual: jax.Array
 
 
-def _log_tiny(dtype) -> float:
+def _log_tiny(dtype: Any) -> float:
     """log of the smallest normal number: exponents are clipped there so ``w`` stays finite."""
     return math.log(float(jnp.finfo(dtype).tiny))
 

@@ -28,7 +28,13 @@ from inna_jax._gauss_newton_losses import (
 )
 from inna_jax._jaxpr_layers import ModelLayers, find_layers
 from inna_jax._ntk_layers import LayerwiseJacobian, layerwise_jacobian
-from inna_jax._validation import check_nonnegative, check_positive, concrete_float
+from inna_jax._validation import (
+    as_float_arrays,
+    check_nonnegative,
+    check_positive,
+    check_schedule_value,
+    concrete_float,
+)
 
 LM_RULES = ("relative", "reference")
 
@@ -154,17 +160,17 @@ def _check_open_unit(name: str, value: Any) -> None:
 
 def check_hyperparameters(
     *,
-    learning_rate,
-    regularizer,
-    momentum,
-    armijo_c,
-    armijo_decrease,
-    armijo_increase,
-    armijo_max_trials,
-    lm_thresholds,
-    lm_increase,
-    lm_decrease,
-    lm_bounds,
+    learning_rate: optax.ScalarOrSchedule,
+    regularizer: ArrayLike,
+    momentum: ArrayLike,
+    armijo_c: ArrayLike,
+    armijo_decrease: ArrayLike,
+    armijo_increase: ArrayLike,
+    armijo_max_trials: int,
+    lm_thresholds: tuple[float, float],
+    lm_increase: ArrayLike,
+    lm_decrease: ArrayLike,
+    lm_bounds: tuple[float, float],
 ) -> None:
     """Raises ``ValueError`` for a concrete hyperparameter out of its range."""
     if not callable(learning_rate):
@@ -195,6 +201,19 @@ def check_hyperparameters(
     lo, hi = lm_bounds
     if not 0.0 < lo <= hi:
         raise ValueError(f"lm_bounds must satisfy 0 < min <= max, got {lm_bounds!r}")
+
+
+def check_batch(inputs: Any, targets: Any) -> None:
+    """Raises ``ValueError`` for an empty batch (no examples in ``inputs`` or ``targets``)."""
+    for label, tree in (("inputs", inputs), ("targets", targets)):
+        leaves = jax.tree.leaves(tree)
+        shape = tuple(jnp.shape(leaves[0])) if leaves else None
+        if not shape or shape[0] == 0:
+            got = "no array" if shape is None else f"an array of shape {shape}"
+            raise ValueError(
+                f"{label} must hold a batch of at least one example (a leading axis of "
+                f"length >= 1), got {got}"
+            )
 
 
 def check_lm_rule(lm_rule: str) -> None:
@@ -275,22 +294,42 @@ def gauss_newton_transformation(
     # of the step come from the batch-space solve (no pass over the parameters)
     plain = concrete_float(momentum) == 0.0
 
+    def rate_at(count: Any) -> Any:
+        # optax's schedules mix the int32 count with floats, which strict promotion refuses
+        with jax.numpy_dtype_promotion("standard"):
+            value = schedule(count)
+        if callable(learning_rate):
+            check_schedule_value("learning_rate", value, count, positive=True)
+        return value
+
     def init_fn(params: optax.Params) -> GaussNewtonState:
+        params = as_float_arrays(params, "params", name)
         dtype = _float_dtype(params)
         return GaussNewtonState(
             count=jnp.zeros([], jnp.int32),
-            step_size=jnp.asarray(schedule(0), dtype),
+            step_size=jnp.asarray(rate_at(jnp.zeros([], jnp.int32)), dtype),
             regularizer=jnp.asarray(regularizer, dtype),
             momentum=optax.tree.zeros_like(params),
         )
 
-    def update_fn(updates, state: GaussNewtonState, params=None, *, inputs=None, targets=None, **_):
+    def update_fn(
+        updates: optax.Updates,
+        state: GaussNewtonState,
+        params: optax.Params | None = None,
+        *,
+        inputs: Any = None,
+        targets: Any = None,
+        **extra_args: Any,
+    ) -> tuple[optax.Updates, GaussNewtonState]:
         del updates  # the gradient is recomputed with the Gauss-Newton loss convention
+        del extra_args  # such as value=loss, given to every optimizer by some loops
         if params is None or inputs is None or targets is None:
             raise ValueError(
                 f"{name} needs the parameters and the batch: call "
                 "tx.update(grads, state, params, inputs=x, targets=y)"
             )
+        params = as_float_arrays(params, "params", name)
+        check_batch(inputs, targets)
         dtype = state.step_size.dtype
         lam = state.regularizer if adaptive_regularization else jnp.asarray(regularizer, dtype)
         out = direction_fn(params, inputs, targets, lam)
@@ -318,7 +357,7 @@ def gauss_newton_transformation(
             slope = _vdot(out.gradient_fn(), direction, dtype)
             root_jd = None
         finite = batch_ok & jnp.isfinite(slope)
-        lr = jnp.asarray(schedule(state.count), dtype)
+        lr = jnp.asarray(rate_at(state.count), dtype)
 
         def loss_at(alpha):
             outputs = predict_fn(_axpy(alpha, direction, params), inputs)
@@ -382,10 +421,24 @@ def gauss_newton_transformation(
             momentum=new_momentum,
         )
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    # optax types a state as a chex.ArrayTree, which a NamedTuple state is at run time
+    # (name, loss) of the method: inna_jax.train reads it to warn when the loss it reports is not
+    # the one minimised here (inna_jax/train/_checks.py, gauss_newton_loss)
+    update_fn.gauss_newton = (name, loss)  # pyright: ignore[reportFunctionMemberAccess]
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)  # pyright: ignore[reportArgumentType]
 
 
-def _lm_update(lam, rho, *, rule, floor, thresholds, increase, decrease, bounds):
+def _lm_update(
+    lam: jax.Array,
+    rho: jax.Array,
+    *,
+    rule: str,
+    floor: jax.Array,
+    thresholds: tuple[float, float],
+    increase: jax.Array,
+    decrease: jax.Array,
+    bounds: tuple[float, float],
+) -> jax.Array:
     """The Levenberg-Marquardt update of lambda from the ratio rho (see :func:`inna_jax.egn`)."""
     low, high = thresholds
     factor = jnp.where(

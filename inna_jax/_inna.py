@@ -26,10 +26,18 @@ from jax.typing import ArrayLike
 
 from inna_jax._leafwise import Pair, compute_dtype, is_none, unzip
 from inna_jax._scale_by_inna import scale_by_inna
-from inna_jax._validation import check_nonnegative, check_positive
+from inna_jax._validation import as_float_arrays, check_nonnegative, check_positive
 
 
-def _leaf_step(theta, psi, grad, learning_rate, alpha, beta, weight_decay):
+def _leaf_step(
+    theta: jax.Array,
+    psi: jax.Array,
+    grad: jax.Array,
+    learning_rate: ArrayLike,
+    alpha: ArrayLike,
+    beta: ArrayLike,
+    weight_decay: ArrayLike,
+) -> tuple[jax.Array, jax.Array]:
     """One INNA step on one leaf, in the promoted dtype of (theta, psi, grad)."""
     dtype = compute_dtype(theta, psi, grad)
     t, p, g = (x.astype(dtype) for x in (theta, psi, grad))
@@ -66,6 +74,9 @@ def inna_step(
     traced. The function has no side effects, so it is safe under ``jit``, ``vmap``,
     ``pmap`` and ``shard_map``.
 
+    Leaves may be floating-point arrays or Python floats (taken as JAX's default float
+    dtype); integer, bool and complex leaves raise a ``ValueError`` naming them.
+
     Args:
         theta: parameters :math:`\theta_k`.
         psi: auxiliary variable :math:`\psi_k` (see :func:`inna_psi0`).
@@ -90,6 +101,10 @@ def inna_step(
         Castera, Bolte, Févotte, Pauwels, "An Inertial Newton Algorithm for Deep Learning",
         JMLR 22 (2021), Algorithm 1 (INDIAN).
     """
+
+    theta = as_float_arrays(theta, "theta", "inna_step")
+    psi = as_float_arrays(psi, "psi", "inna_step")
+    grad = as_float_arrays(grad, "grad", "inna_step")
 
     def step(t, p, g):
         if t is None:
@@ -152,6 +167,8 @@ def inna_psi0(
     check_positive("alpha", alpha)
     check_positive("beta", beta)
     check_nonnegative("initial_speed", initial_speed)
+    theta = as_float_arrays(theta, "theta", "inna_psi0")
+    grad = as_float_arrays(grad, "grad", "inna_psi0")
 
     def leaf(t, g):
         if t is None:
@@ -226,8 +243,14 @@ def inna(
     Raises:
         ValueError: for a hyperparameter that is not a real number (``inna("0.1")``), a
             concrete :math:`\alpha \le 0` or :math:`\beta \le 0`, a negative or non-finite
-            learning rate, a negative initial speed or weight decay; at ``update`` time when
-            ``params`` is missing, or when a link follows INNA in an ``optax.chain``.
+            learning rate, a negative initial speed or weight decay; a schedule value that is
+            negative or not finite, checked at ``init`` (step 0) and at each ``update``
+            outside ``jit`` (inside ``jit`` it is traced and cannot be checked); an integer,
+            bool or complex parameter leaf, named by its path (Python floats are taken as
+            JAX's default float dtype, as in optax); at ``update`` time when ``params`` is
+            missing, or when a link after INNA in an ``optax.chain`` changes INNA's leaves
+            (a masked INNA beside another masked optimizer passes: see
+            :func:`inna_jax.scale_by_inna`).
 
     Example:
         >>> import jax, jax.numpy as jnp, optax

@@ -2,8 +2,11 @@ r"""INNAprop (Bolte, Boustany, Pauwels, Purica 2024): INNA's step on the RMSprop
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import jax
+import numpy as np
 import optax
 from jax.typing import ArrayLike
 
@@ -56,12 +59,13 @@ def innaprop(
     ``optax.chain(optax.clip_by_global_norm(1.0), inna_jax.innaprop(...))``.
 
     **Step size.** The authors' formula divides by :math:`\beta - \gamma`, so a concrete
-    ``learning_rate`` :math:`\ge \beta` is refused. A schedule is only known step by step
-    (possibly traced), so it is not checked: keep its values below :math:`\beta` (their
-    GPT-2 schedule, linear warm-up to 6e-4 and cosine decay to 6e-5, with
-    :math:`\beta = 2`, is far below). Because the division cancels in the form used here, a
-    step :math:`\ge \beta` would still give INNA's finite step, not the authors'
-    :math:`\pm\infty`.
+    ``learning_rate`` :math:`\ge \beta` is refused. A schedule is checked where its value
+    is known: at ``init`` (step 0) and at each ``update`` called outside ``jit`` (the
+    current count), for :math:`0 \le \gamma_k < \beta`. Inside ``jit`` its value is traced
+    and cannot be checked: keep it below :math:`\beta` (their GPT-2 schedule, linear
+    warm-up to 6e-4 and cosine decay to 6e-5, with :math:`\beta = 2`, is far below).
+    Because the division cancels in the form used here, a step :math:`\ge \beta` would
+    still give INNA's finite step, not the authors' :math:`\pm\infty`.
 
     **Continuous time.** The paper motivates INNAprop by DIN, the continuous-time system of
     INNA (Section 2, derivation in Appendix B), and brings in the RMSprop scaling in the
@@ -89,7 +93,10 @@ def innaprop(
     Raises:
         ValueError: for a hyperparameter that is not a real number, :math:`\alpha \le 0`,
             :math:`\beta \le 0`, :math:`\sigma \notin [0, 1)`, :math:`\varepsilon < 0`, a
-            negative weight decay, or a concrete learning rate outside :math:`[0, \beta)`.
+            negative weight decay, or a concrete learning rate outside :math:`[0, \beta)`
+            (for a schedule: its value at ``init`` and at ``update`` outside ``jit``); an
+            integer, bool or complex parameter leaf, and a misplaced link, as for
+            :func:`inna_jax.inna`.
 
     Example:
         >>> import jax, jax.numpy as jnp, optax
@@ -123,6 +130,8 @@ def innaprop(
                 f"learning_rate must be < beta in INNAprop (its update divides by "
                 f"beta - learning_rate), got learning_rate={learning_rate!r}, beta={beta!r}"
             )
+    else:
+        learning_rate = _below_beta(learning_rate, beta)
     return scale_by_inna(
         learning_rate,
         alpha,
@@ -132,3 +141,26 @@ def innaprop(
         rms_eps=eps,
         psi_dtype=psi_dtype,
     )
+
+
+def _below_beta(schedule: Callable[[Any], Any], beta: ArrayLike) -> Callable[[Any], Any]:
+    """``schedule``, checked to stay below a concrete ``beta`` where its value is known."""
+    b = concrete_float(beta, "beta")
+    if b is None:
+        return schedule
+
+    def checked(count: Any) -> Any:
+        value = schedule(count)
+        if not isinstance(value, jax.core.Tracer) and not isinstance(count, jax.core.Tracer):
+            k = int(np.asarray(count))
+            v = concrete_float(value, f"learning_rate({k})")
+            if v is not None and not v < b:
+                raise ValueError(
+                    "learning_rate must be < beta in INNAprop (its update divides by "
+                    f"beta - learning_rate), got learning_rate({k}) = {v!r} from the schedule, "
+                    f"beta={beta!r} (schedules are checked where their value is known: at init "
+                    "and at updates outside jit)"
+                )
+        return value
+
+    return checked

@@ -6,6 +6,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def is_none(x: Any) -> bool:
@@ -28,7 +29,7 @@ def unzip(pairs: Any) -> tuple[Any, Any]:
     return first, second
 
 
-def compute_dtype(*leaves: jax.Array) -> jnp.dtype:
+def compute_dtype(*leaves: jax.Array | np.ndarray) -> jnp.dtype:
     """The standard promotion of the leaves' dtypes (bf16 with f32 gives f32), also when the
     user runs JAX with strict promotion: the casts that follow are explicit."""
     with jax.numpy_dtype_promotion("standard"):

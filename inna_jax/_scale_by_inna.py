@@ -11,6 +11,8 @@ learning-rate coupling is written down (see the docstring of :func:`scale_by_inn
 from __future__ import annotations
 
 import inspect
+import threading
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -21,9 +23,11 @@ from jax.typing import ArrayLike
 
 from inna_jax._leafwise import Pair, compute_dtype, is_none, unzip
 from inna_jax._validation import (
+    as_float_arrays,
     check_in_range,
     check_nonnegative,
     check_positive,
+    check_schedule_value,
     concrete_float,
 )
 
@@ -67,21 +71,50 @@ class InnaState(NamedTuple):
     nu: optax.Params | None = None
 
 
-def _chain_link(local: dict) -> tuple[int, int] | None:
-    """(position, length) of the link an ``optax.chain`` update is calling, from its locals."""
+class _Link(NamedTuple):
+    """The link a chain's update is calling, and what is needed to trace the links after it."""
+
+    position: int  # 1-based; 0 when the link is not found
+    length: int
+    updates: Any  # the vector the current link receives
+    tail: Callable[[Any], Any]  # the links after it, as a function of the vector
+
+
+def _chain_link(local: dict) -> _Link | None:
+    """The link an ``optax.chain`` update is calling, from its locals."""
     fns, fn = local.get("update_fns"), local.get("fn")
     if fns is None or fn is None:
         return None
-    return next((i for i, f in enumerate(fns) if f is fn), -1) + 1, len(fns)
+    position = next((i for i, f in enumerate(fns) if f is fn), -1) + 1
+    states, params, extra = local.get("state"), local.get("params"), local.get("extra_args", {})
+    if states is None:
+        return None
+
+    def tail(updates):
+        for s, f in zip(states[position:], fns[position:], strict=True):
+            updates, _ = f(updates, s, params, **extra)
+        return updates
+
+    return _Link(position, len(fns), local.get("updates"), tail)
 
 
-def _named_chain_link(local: dict) -> tuple[int, int] | None:
-    """(position, length) of the link an ``optax.named_chain`` update is calling."""
+def _named_chain_link(local: dict) -> _Link | None:
+    """The link an ``optax.named_chain`` update is calling."""
     transforms, name = local.get("transforms"), local.get("name")
     if transforms is None or name is None:
         return None
     names = [n for n, _ in transforms]
-    return (names.index(name) + 1 if name in names else 0), len(names)
+    position = names.index(name) + 1 if name in names else 0
+    states, params, extra = local.get("state"), local.get("params"), local.get("extra_args", {})
+    if states is None:
+        return None
+
+    def tail(updates):
+        for n, tx in transforms[position:]:
+            updates, _ = tx.update(updates, states[n], params, **extra)
+        return updates
+
+    return _Link(position, len(names), local.get("updates"), tail)
 
 
 # The code objects of the update functions of every optax.chain and optax.named_chain (one
@@ -93,29 +126,86 @@ _CHAINS = {
 
 _NOT_LAST_MSG = (
     "inna_jax: an INNA-family optimizer (inna, transform, innaprop, scale_by_inna) must be the "
-    "last link of an optax.chain, but it is link {position} of {length} here: its learning "
+    "last link of an optax.chain, or every later link must leave its parameters untouched, but "
+    "it is link {position} of {length} here and a later link changes {leaf}: its learning "
     "rate also moves its auxiliary variable psi, so a link after it would change the step "
-    "without changing psi; put gradient transformations (clipping, scaling) before it"
+    "without changing psi; put gradient transformations (clipping, scaling) before it, and to "
+    "give INNA some parameters and another optimizer the others write "
+    "optax.multi_transform({{'inna': inna_jax.inna(...), 'other': optax.adam(...)}}, "
+    "param_labels)"
 )
 
+# Set while the links after INNA are traced by the check, so that an INNA among them does not
+# start a check of its own.
+_CHECKING = threading.local()
 
-def _check_last_in_chains() -> None:
-    """Refuses an INNA update called by an ``optax.chain`` link that is not the last one.
+
+def _first_touched(link: _Link, owned: list) -> str | None:
+    """The first of INNA's leaves (key paths in the vector ``link.updates``) that the links
+    after it change, ``"its parameters"`` when that cannot be told, or ``None`` when they
+    all pass through untouched.
+
+    The later links are traced once with ``jax.make_jaxpr`` on the shapes of the vector: a
+    leaf is untouched when the traced output *is* the input variable (``optax.masked``
+    passes its masked-out leaves through this way). A leaf that is recomputed, even to the
+    same value (``optax.scale(1.0)``), counts as changed.
+    """
+    flat, _ = jax.tree_util.tree_flatten_with_path(link.updates)
+    index = {path: i for i, (path, _) in enumerate(flat)}
+    if not all(path in index for path in owned):
+        return "its parameters"  # INNA's vector is not a masked view of the chain's
+    shapes = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), link.updates
+    )
+    _CHECKING.active = True
+    try:
+        closed, out_shapes = jax.make_jaxpr(link.tail, return_shape=True)(shapes)
+    finally:
+        _CHECKING.active = False
+    if jax.tree.structure(out_shapes) != jax.tree.structure(shapes):
+        return "its parameters"
+    invars, outvars = closed.jaxpr.invars, closed.jaxpr.outvars
+    for path in owned:
+        i = index[path]
+        if outvars[i] is not invars[i]:
+            return "updates" + jax.tree_util.keystr(path)
+    return None
+
+
+def _check_last_in_chains(inna_updates: Any) -> None:
+    """Refuses an INNA update inside an ``optax.chain`` link whose later links change INNA's
+    leaves.
 
     Walks up the Python stack; in each frame of an ``optax.chain`` or ``optax.named_chain``
-    update it compares the link being called with the chain's last link. This runs when
-    ``update`` is traced (once under ``jit``) or called eagerly, and costs nothing in the
-    compiled step. It reads the chain's loop variables (optax 0.2.x: ``fn`` and
-    ``update_fns``, ``name`` and ``transforms``); where they are absent it passes silently,
-    and ``tests/test_optimizers.py`` (``test_a_link_after_inna_is_refused``) fails.
+    update whose link being called is not the last one, it traces the later links (see
+    :func:`_first_touched`) and requires them to pass INNA's leaves (``inna_updates``, the
+    update INNA computed, whose key paths are those of the chain's vector less the leaves
+    an ``optax.masked`` hid from INNA) through unchanged. This runs when ``update`` is
+    traced (once under ``jit``) or called eagerly, and costs nothing in the compiled step;
+    the later links are traced only when INNA is not the last link. It reads the chain's
+    loop variables (optax 0.2.x: ``fn``, ``update_fns``, ``state``, ``params``,
+    ``extra_args``, ``updates``; ``name`` and ``transforms`` for ``named_chain``); where
+    they are absent it passes silently, and ``tests/test_optimizers.py``
+    (``test_a_link_after_inna_is_refused``) fails.
     """
+    if getattr(_CHECKING, "active", False):
+        return
     frame = inspect.currentframe()
+    owned = None
     try:
         while frame is not None:
             read = _CHAINS.get(frame.f_code)
             link = None if read is None else read(frame.f_locals)
-            if link is not None and link[0] != link[1]:
-                raise ValueError(_NOT_LAST_MSG.format(position=link[0], length=link[1]))
+            if link is not None and link.position != link.length:
+                if owned is None:
+                    owned = [
+                        path for path, _ in jax.tree_util.tree_flatten_with_path(inna_updates)[0]
+                    ]
+                leaf = _first_touched(link, owned)
+                if leaf is not None:
+                    raise ValueError(
+                        _NOT_LAST_MSG.format(position=link.position, length=link.length, leaf=leaf)
+                    )
             frame = frame.f_back
     finally:
         del frame
@@ -177,15 +267,40 @@ def scale_by_inna(
     check looks at who calls it: when ``update`` runs (traced once under ``jit``, or
     eagerly), it walks up the Python call stack and, in every ``optax.chain`` or
     ``optax.named_chain`` it finds, requires the link being called to be the chain's last
-    one. ``optax.chain(inna,
+    one, or every later link to leave INNA's parameters untouched. ``optax.chain(inna,
     optax.scale(0.5))`` raises a one-line ``ValueError`` at its first ``update``, also inside
     an outer chain or a wrapper; ``optax.MultiSteps``, ``optax.apply_if_finite``,
-    ``optax.inject_hyperparams``, ``nnx.Optimizer`` and chains that end with INNA pass. The
-    check costs nothing in the compiled step. It does not see parameters changed outside
+    ``optax.inject_hyperparams``, ``nnx.Optimizer`` and chains that end with INNA pass. A
+    masked INNA beside another optimizer also passes, when the later links do not touch
+    INNA's leaves: ``optax.chain(optax.masked(inna_jax.inna(0.1), {"w": True, "b": False}),
+    optax.masked(optax.adam(1e-3), {"w": False, "b": True}))`` is the same optimizer, bit
+    for bit, as ``optax.multi_transform({"inna": inna_jax.inna(0.1), "adam":
+    optax.adam(1e-3)}, {"w": "inna", "b": "adam"})``, the
+    spelling that the error message suggests when a later link does change INNA's leaves
+    (here, overlapping masks). To tell, the check traces the later links with
+    ``jax.make_jaxpr``, only when INNA is not the last link: once under ``jit``, and at each
+    eager ``update`` (about 7 ms for a masked ``optax.adam``): a leaf passes when the later
+    links hand it on as it is (what ``optax.masked`` does with the leaves it leaves out);
+    one they recompute, even to the same value (``optax.scale(1.0)``), counts as changed.
+    The check costs nothing in the compiled step. It does not see parameters changed outside
     ``optax.apply_updates`` (``params + 0.5 * updates``): a runtime check would have to read
     a parameter element in the step, and on XLA:CPU that read makes the donated in-place
     update copy whole buffers (measured at 1e6 parameters: 1.7x the step time for the read
     alone, 2.9x with the ``lax.cond`` that would raise).
+
+    **What the parameters may be.** Floating-point arrays (bfloat16 to float64) and Python
+    floats, which are taken as JAX's default float dtype (float32, or float64 with
+    ``jax_enable_x64``), as ``optax.apply_updates`` returns them: ``tx.init({"w": 1.0})``
+    works as with ``optax.adam``. Integer, bool and complex leaves are refused by name
+    (``params['n'] of dtype int32``): INNA's step on an integer would be truncated to 0
+    (optax's own optimizers return a float update that ``optax.apply_updates`` truncates
+    back to the integer dtype). Keep such leaves out with ``optax.masked`` or a ``None``
+    leaf. ``None`` leaves (frozen parameters) stay ``None``.
+
+    **Schedules.** A learning-rate schedule's value is checked (finite and :math:`\ge 0`)
+    where it is known: at ``init`` (its value at step 0) and at each ``update`` called
+    outside ``jit`` (its value at the current count). Inside ``jit`` the value is traced and
+    cannot be checked: a schedule that turns negative there runs gradient ascent.
 
     **Initial auxiliary variable.** :math:`\psi` starts at :func:`inna_jax.inna_psi0` with
     initial speed :math:`s`: :math:`\psi_0 = (1 - \alpha\beta)\theta_0 + \beta(s - \beta)
@@ -243,8 +358,11 @@ def scale_by_inna(
         ValueError: for a hyperparameter that is not a real number, a concrete
             :math:`\alpha \le 0` or :math:`\beta \le 0`, a negative or non-finite learning
             rate, a negative initial speed, weight decay or :math:`\varepsilon`, a
-            :math:`\sigma` outside :math:`[0, 1)`; at ``update`` time when ``params`` is
-            missing or when a link follows INNA in an ``optax.chain``.
+            :math:`\sigma` outside :math:`[0, 1)`; a schedule value that is negative or not
+            finite (at ``init``, and at ``update`` outside ``jit``); a parameter leaf that
+            is not floating point (at ``init`` and ``update``); at ``update`` time when
+            ``params`` is missing or when a link after INNA in an ``optax.chain`` changes
+            INNA's leaves.
 
     Example:
         >>> import jax, jax.numpy as jnp, optax
@@ -288,6 +406,10 @@ def scale_by_inna(
     no_decay = concrete_float(weight_decay) == 0.0 and concrete_float(decoupled_weight_decay) == 0.0
 
     def init_fn(params: optax.Params) -> InnaState:
+        params = as_float_arrays(params, "params", _FAMILY)
+        if callable(learning_rate):
+            check_schedule_value("learning_rate", _rate_at(learning_rate, 0), 0)
+
         # z_0 = psi_0 - theta_0 = -alpha beta theta_0 + beta (s - beta) g_0. The theta part is
         # set here; the g_0 part, when s != beta, is added at the first update.
         def z0(t):
@@ -308,23 +430,30 @@ def scale_by_inna(
         nu = jax.tree.map(v0, params, is_leaf=is_none) if rms else None
         return InnaState(count=jnp.zeros([], jnp.int32), psi_minus_theta=z, nu=nu)
 
-    def update_fn(updates, state: InnaState, params=None, **extra_args):
+    def update_fn(
+        updates: optax.Updates,
+        state: InnaState,
+        params: optax.Params | None = None,
+        **extra_args: Any,
+    ) -> tuple[optax.Updates, InnaState]:
         del extra_args  # INNA uses the gradient only
         if params is None:
             raise ValueError(_NO_PARAMS_MSG)
-        _check_last_in_chains()
+        params = as_float_arrays(params, "params", _FAMILY)
+        updates = jax.tree.map(
+            lambda g: None if g is None else jnp.asarray(g), updates, is_leaf=is_none
+        )
         if callable(learning_rate):
-            # optax's schedules mix the int32 count with floats, which strict promotion refuses
-            with jax.numpy_dtype_promotion("standard"):
-                lr = learning_rate(state.count)
+            lr = _rate_at(learning_rate, state.count)
+            check_schedule_value("learning_rate", lr, state.count)
         else:
             lr = learning_rate
         speed = beta if initial_speed is None else initial_speed
         first = state.count == 0
 
-        def leaf(g, t, z, v=None):
-            if g is None or t is None:
-                return None
+        def leaf(
+            g: jax.Array, t: jax.Array, z: jax.Array, v: jax.Array | None = None
+        ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
             dtype = compute_dtype(t, z, g, *([] if v is None else [v]), _F32)
             hyper = (lr, alpha, beta, speed, weight_decay, decoupled_weight_decay)
             c, a, b, s, lam, mu = (jnp.asarray(h, dtype) for h in hyper)
@@ -355,6 +484,7 @@ def scale_by_inna(
             return update.astype(t.dtype), z_next.astype(z.dtype), v_next
 
         if rms:
+            assert state.nu is not None  # init_fn gives rms a nu
             triples = jax.tree.map(
                 lambda g, t, z, v: None if g is None or t is None else _Triple(*leaf(g, t, z, v)),
                 updates,
@@ -380,10 +510,22 @@ def scale_by_inna(
             new_updates, new_z = unzip(pairs)
             new_nu = None
         new_z = _keep_missing(new_z, state.psi_minus_theta)
-        count = optax.safe_int32_increment(state.count)
+        _check_last_in_chains(new_updates)
+        count = jnp.asarray(optax.safe_int32_increment(state.count))
         return new_updates, InnaState(count=count, psi_minus_theta=new_z, nu=new_nu)
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    # optax types a state as a chex.ArrayTree, which a NamedTuple state is at run time
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)  # pyright: ignore[reportArgumentType]
+
+
+_FAMILY = "the INNA family (inna, transform, innaprop, scale_by_inna)"
+
+
+def _rate_at(schedule: Callable[[Any], Any], count: Any) -> Any:
+    """``schedule(count)``; optax's schedules mix the int32 count with floats, which strict
+    promotion refuses, so they run under the standard promotion."""
+    with jax.numpy_dtype_promotion("standard"):
+        return schedule(jnp.asarray(count, jnp.int32))
 
 
 # a dtype carrier for compute_dtype: the arithmetic runs in at least float32
@@ -398,6 +540,6 @@ class _Triple(NamedTuple):
     v: Any
 
 
-def _keep_missing(new_z, old_z):
+def _keep_missing(new_z: Any, old_z: Any) -> Any:
     """Keeps the old state leaf where the gradient was ``None`` (frozen parameters)."""
     return jax.tree.map(lambda new, old: old if new is None else new, new_z, old_z, is_leaf=is_none)

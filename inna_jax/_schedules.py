@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
@@ -38,9 +39,9 @@ def power_decay(init_value: ArrayLike, power: ArrayLike = 0.5) -> optax.Schedule
     check_nonnegative("init_value", init_value)
     check_nonnegative("power", power)
 
-    def schedule(count: ArrayLike) -> jnp.ndarray:
+    def schedule(count: ArrayLike) -> jax.Array:
         k = jnp.asarray(count)
         dtype = jnp.result_type(init_value, float)
-        return init_value * jnp.power(k.astype(dtype) + 1, -jnp.asarray(power, dtype))
+        return jnp.asarray(init_value * jnp.power(k.astype(dtype) + 1, -jnp.asarray(power, dtype)))
 
     return schedule

@@ -58,19 +58,25 @@ def _sgn_direction_linearized(
     s = terms.sqrt_hessian
     lam = jnp.asarray(regularizer, dtype)
     (gradient,) = f_vjp((terms.residual / b).reshape(outputs.shape))
+    # CG runs in one dtype for all leaves (at least float32; jax's cg sums the leaves' dot
+    # products, which mixed bf16/f32 leaves cannot do under strict promotion)
+    cg_dtype = _cg_dtype(dtype)
+    to_cg = lambda tree: jax.tree.map(lambda x: x.astype(cg_dtype), tree)
+    to_params = lambda tree: jax.tree.map(lambda x, p: x.astype(p.dtype), tree, params)
 
     def root_jvp(t):  # S^T J t, (b, m)
-        return jnp.einsum("iak,ia->ik", s, f_jvp(t).reshape(out2d.shape))
+        return jnp.einsum("iak,ia->ik", s, f_jvp(to_params(t)).reshape(out2d.shape))
 
     def gn_vector_product(v):
         u = root_jvp(v) / b
         (jtqjv,) = f_vjp(jnp.einsum("iak,ik->ia", s, u).reshape(outputs.shape))
-        return jax.tree.map(lambda x, y: x + lam.astype(x.dtype) * y, jtqjv, v)
+        return jax.tree.map(lambda x, y: x.astype(cg_dtype) + lam.astype(cg_dtype) * y, jtqjv, v)
 
-    minus_g = jax.tree.map(jnp.negative, gradient)
+    minus_g = jax.tree.map(jnp.negative, to_cg(gradient))
     direction, _ = jax.scipy.sparse.linalg.cg(
         gn_vector_product, minus_g, tol=0.0, atol=0.0, maxiter=cg_iterations
     )
+    direction = to_params(direction)
     # the trace of S^T K S needs the per-example Jacobian rows, which this path never forms:
     # no relative floor for the LM rule here
     return Direction(
@@ -105,15 +111,21 @@ def _sgn_direction_layerwise(
     dtype = lj.dtype
     lam = jnp.asarray(regularizer, dtype)
     (gradient,) = lj.vjp((terms.root_residual.astype(dtype) / b)[None])
+    # CG runs in one dtype for all leaves (see _sgn_direction_linearized)
+    cg_dtype = _cg_dtype(dtype)
+    leaf_dtypes = [x.dtype for x in gradient]
 
     def gn_vector_product(v):
         (jtqjv,) = lj.vjp((lj.jvp(v) / b)[None])
-        return [x + lam.astype(x.dtype) * y for x, y in zip(jtqjv, v, strict=True)]
+        return [
+            x.astype(cg_dtype) + lam.astype(cg_dtype) * y for x, y in zip(jtqjv, v, strict=True)
+        ]
 
-    minus_g = [-x for x in gradient]
+    minus_g = [-x.astype(cg_dtype) for x in gradient]
     direction, _ = jax.scipy.sparse.linalg.cg(
         gn_vector_product, minus_g, tol=0.0, atol=0.0, maxiter=cg_iterations
     )
+    direction = [x.astype(t) for x, t in zip(direction, leaf_dtypes, strict=True)]
     return Direction(
         direction=unflatten(model, direction),
         loss=jnp.mean(terms.loss),
@@ -124,6 +136,11 @@ def _sgn_direction_layerwise(
         root_jvp=lambda t: lj.jvp(flatten(model, t)),
         gram_scale=jnp.sum(lj.gram_diagonal()) / (b * b * m),
     )
+
+
+def _cg_dtype(dtype: jnp.dtype) -> jnp.dtype:
+    """The dtype of the CG iterations: ``dtype``, or float32 for a half-precision one."""
+    return jnp.dtype(dtype) if jnp.finfo(dtype).bits >= 32 else jnp.dtype(jnp.float32)
 
 
 def sgn(
@@ -154,7 +171,9 @@ def sgn(
     ``cg_iterations`` CG iterations (matrix-free, never forming :math:`J^\top QJ`); the step,
     line search, momentum and adaptive :math:`\lambda` are those of :func:`inna_jax.egn`.
     Defaults follow the EGN paper's SGN baseline: damping :math:`\lambda = 10^{-3}`, 10 CG
-    iterations, Armijo line search on.
+    iterations, Armijo line search on.  The CG iterations run in one dtype for all leaves: the
+    model's output dtype, or float32 for a half-precision one; each direction leaf is cast
+    back to its parameter's dtype.
 
     Args:
         predict_fn: ``predict_fn(params, x)`` returning ``(b,)`` or ``(b, C)`` outputs.
@@ -186,7 +205,8 @@ def sgn(
 
     Raises:
         ValueError: for an unknown loss, implementation or ``lm_rule``, or out-of-range
-            hyperparameters.
+            hyperparameters; a schedule value, a parameter leaf or an empty batch as for
+            :func:`inna_jax.egn`.
 
     Example:
         >>> import jax.numpy as jnp

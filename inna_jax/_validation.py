@@ -10,15 +10,16 @@ is not 0-d.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NoReturn
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 _NUMBER = "a real number (a Python int or float, or a 0-d array)"
 
 
-def _refuse(name: str | None, value: Any, what: str) -> None:
+def _refuse(name: str | None, value: Any, what: str) -> NoReturn:
     label = f"{name}={value!r}" if name else repr(value)
     raise ValueError(
         f"{name or 'hyperparameter'} must be {what}, got {label} (a {type(value).__name__})"
@@ -89,3 +90,49 @@ def check_in_range(
     if not (math.isfinite(v) and above and v < high):
         bracket = "[" if closed_low else "("
         raise ValueError(f"{name} must lie in {bracket}{low:g}, {high:g}), got {name}={value!r}")
+
+
+def check_schedule_value(name: str, value: Any, count: Any, *, positive: bool = False) -> None:
+    """Raises ``ValueError`` when a schedule's value at ``count`` is known and is not a finite
+    number >= 0 (> 0 with ``positive``). Inside ``jit`` (a traced count or value) nothing is
+    checked."""
+    if isinstance(value, jax.core.Tracer) or isinstance(count, jax.core.Tracer):
+        return
+    k = int(np.asarray(count))
+    v = concrete_float(value, f"{name}({k})")
+    if v is None:
+        return
+    if not (math.isfinite(v) and (v > 0 if positive else v >= 0)):
+        bound = "> 0" if positive else ">= 0"
+        raise ValueError(
+            f"{name} must be a schedule of finite values {bound}, got {name}({k}) = {v!r} "
+            "(schedules are checked where their value is known: at init and at updates "
+            "outside jit)"
+        )
+
+
+def as_float_arrays(tree: Any, name: str, who: str) -> Any:
+    """``tree`` with each leaf as a JAX array (Python scalars in JAX's default dtype, not
+    weakly typed, as ``optax.apply_updates`` returns them), ``None`` leaves kept.
+
+    Raises:
+        ValueError: for a leaf whose dtype is not floating point (integer, bool, complex),
+            naming its key path and dtype.
+    """
+
+    def leaf(path: Any, x: Any) -> Any:
+        if x is None:
+            return None
+        a = jnp.asarray(x)
+        if not jnp.issubdtype(a.dtype, jnp.floating):
+            raise ValueError(
+                f"{who} takes floating-point parameters only, got {name}"
+                f"{jax.tree_util.keystr(path)} of dtype {a.dtype}; cast it "
+                "(jnp.asarray(x, jnp.float32)) or keep it out of the optimizer (optax.masked, "
+                "or a None leaf)"
+            )
+        if jax.typeof(a).weak_type:
+            a = a.astype(a.dtype)
+        return a
+
+    return jax.tree_util.tree_map_with_path(leaf, tree, is_leaf=lambda x: x is None)

@@ -508,9 +508,190 @@ def test_unknown_keyword_arguments_are_errors(factory):
         factory(lr=0.1)
 
 
-def test_innaprop_schedules_are_not_checked_against_beta():
-    # a schedule is only known step by step; the docstring says so
-    tx = inna_jax.innaprop(optax.constant_schedule(0.95), alpha=0.1, beta=0.9)
-    params = jnp.ones(2)
-    updates, _ = tx.update(jnp.ones(2), tx.init(params), params)
-    assert bool(jnp.all(jnp.isfinite(updates)))
+# --------------------------------------------------------------------------------------
+# What users bring: masked INNA beside another optimizer, integer and Python-scalar leaves,
+# schedules, empty batches.
+# --------------------------------------------------------------------------------------
+def _split_problem():
+    rng = np.random.default_rng(3)
+    params = {"w": jnp.asarray(rng.normal(size=(3, 2))), "b": jnp.asarray(rng.normal(size=2))}
+    grads = [
+        jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape)), params) for _ in range(6)
+    ]
+    return params, grads
+
+
+def _run_updates(tx, params, grads, jit):
+    update = jax.jit(tx.update) if jit else tx.update
+    state = tx.init(params)
+    for g in grads:
+        updates, state = update(g, state, params)
+        params = optax.apply_updates(params, updates)
+    return params
+
+
+@pytest.mark.parametrize("name", ALIASES)
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_masked_inna_beside_another_optimizer_equals_multi_transform(name, jit):
+    spec = SPECS[name]
+    make = lambda: spec.make(parabola())
+    params, grads = _split_problem()
+    on_w, on_b = {"w": True, "b": False}, {"w": False, "b": True}
+    with jax.numpy_dtype_promotion("standard"):  # optax.adam promotes internally
+        split = {
+            "chain(masked(inna), masked(adam))": optax.chain(
+                optax.masked(make(), on_w), optax.masked(optax.adam(1e-3), on_b)
+            ),
+            "named_chain(masked(inna), masked(adam))": optax.named_chain(
+                ("inna", optax.masked(make(), on_w)), ("adam", optax.masked(optax.adam(1e-3), on_b))
+            ),
+            "chain(chain(clip, masked(inna)), masked(adam))": optax.chain(
+                optax.chain(optax.clip(1e9), optax.masked(make(), on_w)),
+                optax.masked(optax.adam(1e-3), on_b),
+            ),
+        }
+        labels = {"w": "inna", "b": "adam"}
+        reference = optax.multi_transform({"inna": make(), "adam": optax.adam(1e-3)}, labels)
+        expected = _run_updates(reference, params, grads, jit)
+        for label, tx in split.items():
+            got = _run_updates(tx, params, grads, jit)
+            for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
+                np.testing.assert_array_equal(a, b, err_msg=label)
+    # and INNA's leaves did move as INNA moves them alone
+    alone = _run_updates(make(), params["w"], [g["w"] for g in grads], jit)
+    np.testing.assert_array_equal(expected["w"], alone)
+
+
+@pytest.mark.parametrize("name", ALIASES)
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_a_later_link_touching_inna_leaves_is_refused_with_multi_transform_spelling(name, jit):
+    spec = SPECS[name]
+    params, grads = _split_problem()
+    overlapping = optax.chain(
+        optax.masked(spec.make(parabola()), {"w": True, "b": False}),
+        optax.masked(optax.scale(0.5), {"w": True, "b": True}),
+    )
+    update = jax.jit(overlapping.update) if jit else overlapping.update
+    with pytest.raises(ValueError) as info:
+        update(grads[0], overlapping.init(params), params)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "link 1 of 2" in message and "changes updates['w']" in message
+    assert "optax.multi_transform({'inna': inna_jax.inna(...)" in message
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_integer_parameters_are_refused_by_name(name):
+    spec, problem = SPECS[name], parabola()
+    tx = spec.make(problem)
+    params = {"w": problem.params0, "n": jnp.array([5, 5])}
+    fragment = r"takes floating-point parameters only, got params\['n'\] of dtype int64"
+    with pytest.raises(ValueError, match=fragment) as info:
+        tx.init(params)
+    assert "\n" not in str(info.value)
+    # update refuses them too (a state built without them, as when the tree changed)
+    state = tx.init({"w": problem.params0, "n": jnp.array([5.0, 5.0])})
+    grads = {"w": jax.grad(problem.loss)(problem.params0), "n": jnp.zeros(2)}
+    with pytest.raises(ValueError, match=fragment):
+        tx.update(grads, state, params, **spec.extra_args(problem))
+
+
+def _scalar_leaf_problem():
+    """A one-parameter residual model w * x - y, for Python-float leaves."""
+    x = jnp.array([[1.0], [2.0]])
+    y = jnp.array([0.5, 1.5])
+    predict = lambda p, x: x[:, 0] * p["w"]
+    return Problem("scalar", {"w": 1.0}, None, predict, x, y)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_python_scalar_leaves_work_as_in_optax(name, jit):
+    # optax.adam(...).init({"w": 1.0}) works; each optimizer takes a Python float leaf as
+    # JAX's default float (float64 here), giving bit for bit what jnp.asarray(1.0) gives
+    spec = SPECS[name]
+    problem = _scalar_leaf_problem()
+    tx = spec.make(parabola()._replace(predict=problem.predict))
+    step = _step_fn(spec, tx, problem)
+    step = jax.jit(step) if jit else step
+    results = []
+    for params in ({"w": 1.0}, {"w": jnp.asarray(1.0, jnp.float64)}):
+        state0 = tx.init(params)
+        p, state = params, state0
+        for _ in range(3):
+            p, state = step(p, state)
+        assert _dtypes(state) == _dtypes(state0)
+        assert p["w"].dtype == jnp.float64 and bool(p["w"] != 1.0)
+        results.append((p, state))
+    for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1]), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+_NEGATIVE_LATER = lambda k: 0.1 - 0.05 * jnp.asarray(k, jnp.float64)  # 0.1, 0.05, 0, -0.05
+
+
+@pytest.mark.parametrize("name", ALIASES)
+def test_a_negative_schedule_is_refused_where_its_value_is_known(name):
+    spec, problem = SPECS[name], parabola()
+    kwargs = spec.kwargs(problem)
+    with pytest.raises(ValueError, match=r"learning_rate\(0\) = -0.1") as info:
+        spec.factory(**(kwargs | dict(learning_rate=lambda k: -0.1))).init(problem.params0)
+    assert "\n" not in str(info.value)
+    # eager updates check the value at the current count: the fourth update (count 3)
+    tx = spec.factory(**(kwargs | dict(learning_rate=_NEGATIVE_LATER)))
+    params, state = problem.params0, tx.init(problem.params0)
+    for _ in range(3):
+        updates, state = tx.update(jax.grad(problem.loss)(params), state, params)
+        params = optax.apply_updates(params, updates)
+    with pytest.raises(ValueError, match=r"finite values >= 0, got learning_rate\(3\) = -0.05"):
+        tx.update(jax.grad(problem.loss)(params), state, params)
+
+
+def test_innaprop_schedules_are_checked_against_beta_where_known():
+    with pytest.raises(ValueError, match=r"must be < beta .* learning_rate\(0\) = 0.95"):
+        inna_jax.innaprop(optax.constant_schedule(0.95), alpha=0.1, beta=0.9).init(jnp.ones(2))
+    rising = lambda k: 0.45 * jnp.asarray(k, jnp.float64)  # 0, 0.45, 0.9
+    tx = inna_jax.innaprop(rising, alpha=0.1, beta=0.9)
+    params, state = jnp.ones(2), tx.init(jnp.ones(2))
+    for _ in range(2):
+        updates, state = tx.update(jnp.ones(2), state, params)
+        assert bool(jnp.all(jnp.isfinite(updates)))
+    with pytest.raises(ValueError, match=r"learning_rate\(2\) = 0.9 .* beta=0.9"):
+        tx.update(jnp.ones(2), state, params)
+
+
+@pytest.mark.parametrize("name", ["egn", "sgn"])
+def test_gauss_newton_schedules_must_stay_positive_where_known(name):
+    spec, problem = SPECS[name], parabola()
+    kwargs = spec.kwargs(problem)
+    with pytest.raises(ValueError, match=r"finite values > 0, got learning_rate\(0\) = 0.0"):
+        spec.factory(**(kwargs | dict(learning_rate=lambda k: 0.0))).init(problem.params0)
+    tx = spec.factory(**(kwargs | dict(learning_rate=_NEGATIVE_LATER)))
+    params, state = problem.params0, tx.init(problem.params0)
+    step = _step_fn(spec, tx, problem)
+    for _ in range(2):
+        params, state = step(params, state)
+    with pytest.raises(ValueError, match=r"learning_rate\(2\) = 0.0"):
+        step(params, state)
+
+
+@pytest.mark.parametrize("name", ["egn", "sgn", "egn_direction"])
+@pytest.mark.parametrize("empty", ["inputs", "targets"])
+def test_an_empty_batch_is_refused_by_name(name, empty):
+    predict = lambda w, x: x @ w
+    x, y = jnp.ones((3, 2)), jnp.ones(3)
+    batch = dict(inputs=x, targets=y) | {empty: jnp.ones((0, 2)) if empty == "inputs" else y[:0]}
+    fragment = rf"{empty} must hold a batch of at least one example .* got an array of shape \(0"
+    with pytest.raises(ValueError, match=fragment) as info:
+        if name == "egn_direction":
+            inna_jax.egn_direction(predict, jnp.zeros(2), batch["inputs"], batch["targets"])
+        else:
+            tx = getattr(inna_jax, name)(predict)
+            tx.update(None, tx.init(jnp.zeros(2)), jnp.zeros(2), **batch)
+    assert "\n" not in str(info.value)
+
+
+def test_egn_docstring_shows_the_current_fit_call():
+    # fit always passes the batch; its extra_args argument is deprecated
+    assert "extra_args=True" not in inna_jax.egn.__doc__
+    assert "fit(..., mesh=data_mesh(n))" in inna_jax.egn.__doc__
