@@ -57,6 +57,11 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], int, list[str]]]:
             ["--data-dir", str(missing), "CIFAR-100 not found"],
         ),
         "train optimizer": (["train", "--optimizer", "lion"], 2, ["--optimizer", "'lion'"]),
+        "train line search": (
+            ["train", "--optimizer", "egn", "--line-search", "maybe"],
+            2,
+            ["--line-search", "'maybe'", "choose from on, off"],
+        ),
         # inna-jax figure2 (formerly benchmark)
         "figure2 cifar100 without data dir": (
             ["figure2", "--dataset", "cifar100", *out],

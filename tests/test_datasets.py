@@ -37,3 +37,45 @@ def test_loading_the_digits_does_not_import_scikit_learn():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "(1348, 64) False"
+
+
+def test_every_loader_declares_its_task():
+    from inna_jax.data import load_diabetes, load_mnist1d
+
+    assert (load_digits().task, load_digits().num_classes) == ("classification", 10)
+    assert (load_mnist1d(num_samples=200).task, load_diabetes().task) == (
+        "classification",
+        "regression",
+    )
+    diabetes = load_diabetes()
+    assert diabetes.num_classes == 0 and np.issubdtype(diabetes.y_train.dtype, np.floating)
+
+
+def test_array_dataset_reads_its_task_from_num_classes_or_else_the_targets():
+    import pickle
+
+    import pytest
+
+    from inna_jax.data import ArrayDataset
+
+    x = np.zeros((4, 2), np.float32)
+    # integer labels: C = the largest label of either split plus one
+    labels = ArrayDataset(x, np.array([0, 1, 1, 0]), x, np.array([0, 4, 1, 1]))
+    assert (labels.num_classes, labels.task, labels.name) == (5, "classification", "data")
+    flags = ArrayDataset(x, np.array([True, False, True, True]), x, np.array([False] * 4))
+    assert (flags.num_classes, flags.task) == (2, "classification")
+    values = ArrayDataset(x, np.linspace(0, 1, 4), x, np.linspace(1, 2, 4), name="toy")
+    assert (values.num_classes, values.task, values.name) == (0, "regression", "toy")
+    # declared, it wins over the targets: integer counts as a regression set
+    counts = ArrayDataset(x, np.array([3, 1, 4, 1]), x, np.array([5, 9, 2, 6]), 0, "counts")
+    assert (counts.num_classes, counts.task) == (0, "regression")
+    assert ArrayDataset(x, values.y_train, x, values.y_test, num_classes=3).task == "classification"
+    # a record: _replace keeps the declaration, pickling round-trips
+    assert labels._replace(y_train=np.array([0, 0, 0, 0])).num_classes == 5
+    again = pickle.loads(pickle.dumps(counts))
+    assert type(again) is ArrayDataset and again.num_classes == 0 and again.name == "counts"
+    for bad in (-1, 2.5, True, "10"):
+        with pytest.raises(
+            ValueError, match=f"num_classes must be an integer >= 0 .* got num_classes={bad!r}"
+        ):
+            ArrayDataset(x, values.y_train, x, values.y_test, num_classes=bad)

@@ -390,3 +390,40 @@ def test_record_stops_like_stop_without_a_warning():
     assert [r.diverged for r in results] == [False, True]
     assert "run 1 (seed 0)" in results[1].stopped and "at step 6 (epoch 2)" in results[1].stopped
     assert results[1].steps == 5
+
+
+def _log_of_negative(outputs, targets):
+    """A broken loss: not finite whatever the parameters."""
+    return jnp.mean(jnp.log(-1.0 - jnp.abs(outputs[:, 0])))
+
+
+@pytest.mark.parametrize("strategy", ["vmap", "loop"])
+def test_group_default_loss_and_a_loss_never_finite(strategy):
+    # a regression set: the group trains with the MSE, exactly as with loss="mse"
+    data = _regression_data()
+    grid = [OptimizerSpec(optax.sgd, learning_rate=lr) for lr in (0.05, 0.1)]
+    histories = []
+    for kwargs in ({}, {"loss": "mse"}):
+        models = [_f64(MLP(10, (4,), 1, rngs=nnx.Rngs(s))) for s in range(2)]
+        results = fit_many(
+            models, grid, data, epochs=1, batch_size=16, quiet=True, strategy=strategy, **kwargs
+        )
+        histories.append([[{k: v for k, v in row.items() if k != "time_s"} for row in r.history]
+                          for r in results])  # fmt: skip
+    assert histories[0] == histories[1] and "test_rmse" in histories[0][0][-1]
+
+    # a loss that is never finite: each run says so, not "lower the learning rate"; without
+    # an epoch-0 row (eval_every=None) the initial loss is evaluated for the message
+    models = [_f64(MLP(10, (4,), 1, rngs=nnx.Rngs(s))) for s in range(2)]
+    results = fit_many(
+        models, grid, data, epochs=1, batch_size=16, quiet=True, strategy=strategy,
+        loss=_log_of_negative, seeds=[3, 4], eval_every=None, on_nonfinite="record",
+    )  # fmt: skip
+    for run, result in enumerate(results):
+        assert result.stopped.startswith(
+            f"run {run} (seed {3 + run}): non-finite loss at step 1 (epoch 1), already at the "
+            "initial parameters: this run stopped and keeps its initial parameters; the other "
+            "runs went on. A lower learning rate will not help"
+        )
+        assert "loss=_log_of_negative" in result.stopped and "Lower" not in result.stopped
+        assert result.steps == 0

@@ -43,6 +43,31 @@ def test_one_family_per_entry_whatever_the_hyperparameters():
     assert lm.family != e1.family and lm.static["adaptive_regularization"] is True
 
 
+@pytest.mark.parametrize("name", ["egn", "sgn"])
+def test_gauss_newton_entries_take_their_line_search_and_lambda(name):
+    # the registry's spec against the optimizer built by hand: the same update of one batch
+    data = registry.load_dataset("diabetes", num_train=16, num_test=8)
+    model = registry.make_model("mlp", data, seed=0, hidden=(4,))
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    x, y = data.x_train, data.y_train
+    spec = registry.make_optimizer(
+        name, 0.5, model=model, loss="mse", regularizer=0.25, line_search=False
+    )
+    assert spec.static["line_search"] is False and spec.hyperparams["regularizer"] == 0.25
+    assert registry.make_optimizer(name, 0.5, model=model, loss="mse").static["line_search"]
+    factory = getattr(inna_jax, name)
+    ref = factory(
+        registry.predict_fn(model), "mse", learning_rate=0.5, regularizer=0.25, line_search=False
+    )
+    got = []
+    for tx in (spec.build(), ref):
+        step = jax.jit(lambda p, tx=tx: tx.update(None, tx.init(p), p, inputs=x, targets=y)[0])
+        got.append(jax.tree.leaves(step(params)))
+    for a, b in zip(*got, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    assert any(np.abs(a).max() > 0 for a in got[0])
+
+
 def test_innaprop_entry_is_inna_jax_innaprop():
     theta = {"w": jnp.array([1.0, -2.0, 0.5])}
     a = registry.make_optimizer("innaprop", 1e-3)

@@ -313,3 +313,248 @@ def test_array_dataset_type_is_accepted_as_is():
     W, c = _linear_params(model)
     acc = np.mean(((data.x_test @ W + c)[:, 0] > 0) == data.y_test)
     assert result.history[-1]["test_accuracy"] == pytest.approx(acc, abs=1e-12)
+
+
+# --- what fit checks before its first step --------------------------------------------------
+
+
+def _refuse_to_run() -> optax.GradientTransformation:
+    """An optimizer that fails if it is ever initialised or stepped: the checks come first."""
+
+    def never(*args, **kwargs):
+        raise AssertionError("the optimizer was used before the checks refused the run")
+
+    return optax.GradientTransformation(never, never)
+
+
+def test_default_loss_follows_the_data_sets_task():
+    # the issue's case: an MLP with one output on diabetes, Adam, the default loss. It trains
+    # with the MSE (it used to be the cross-entropy of one logit: NaN) and reports the RMSE.
+    import warnings
+
+    data = load_diabetes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no non-finite warning, no other warning
+        with jax.numpy_dtype_promotion("standard"):  # optax's Adam mixes dtypes under x64
+            result = fit(
+                MLP(10, (32,), 1, rngs=nnx.Rngs(0)), optax.adam(1e-3), data, epochs=1,
+                batch_size=32, quiet=True,
+            )  # fmt: skip
+    assert result.stopped is None and np.isfinite(result.history[-1]["train_loss"])
+    assert "test_rmse" in result.history[-1] and "test_accuracy" not in result.history[-1]
+
+    # the default is exactly loss="mse", whose epoch-0 value is the NumPy mean of r^2 / 2
+    small = data._replace(x_train=data.x_train[:96], y_train=data.y_train[:96])
+    runs = []
+    for kwargs in ({}, {"loss": "mse"}):
+        model = MLP(10, (), 1, rngs=nnx.Rngs(0))
+        W, c = _linear_params(model)
+        runs.append(
+            fit(model, optax.sgd(0.1), small, epochs=1, batch_size=16, quiet=True, **kwargs)
+        )
+    r = (small.x_train.astype(np.float64) @ W + c)[:, 0] - small.y_train
+    np.testing.assert_allclose(runs[0].history[0]["train_loss"], np.mean(0.5 * r**2), rtol=1e-6)
+    untimed = [[{k: v for k, v in row.items() if k != "time_s"} for row in r.history] for r in runs]
+    assert untimed[0] == untimed[1]
+
+    # a classification set: the cross-entropy, as with loss="cross_entropy"
+    digits = _small_digits(64, 20)
+    model = MLP(64, (), 10, rngs=nnx.Rngs(3))
+    W, c = _linear_params(model)
+    row = fit(model, optax.sgd(0.1), digits, epochs=0, batch_size=16, quiet=True).history[0]
+    x = digits.x_train.astype(np.float64)
+    np.testing.assert_allclose(row["train_loss"], _softmax_ce(W, c, x, digits.y_train), rtol=1e-6)
+    assert "test_accuracy" in row
+
+
+def test_default_loss_of_a_users_own_array_dataset():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 3)).astype(np.float32)
+    # float targets, no num_classes: a regression set, trained with the MSE
+    values = ArrayDataset(x[:32], x[:32, 0] * 2.0, x[32:], x[32:, 0] * 2.0)
+    assert (values.num_classes, values.task, values.name) == (0, "regression", "data")
+    model = MLP(3, (), 1, rngs=nnx.Rngs(0))
+    W, c = _linear_params(model)
+    row = fit(model, optax.sgd(0.1), values, epochs=0, batch_size=8, quiet=True).history[0]
+    r = (values.x_train.astype(np.float64) @ W + c)[:, 0] - values.y_train
+    np.testing.assert_allclose(row["train_loss"], np.mean(0.5 * r**2), rtol=1e-6)
+    assert "test_rmse" in row
+
+    # two classes and one logit: the binary cross-entropy, as with it given explicitly
+    y = (x[:, 0] > 0).astype(np.int32)
+    labels = ArrayDataset(x[:32], y[:32], x[32:], y[32:])
+    assert (labels.num_classes, labels.task) == (2, "classification")
+    model = MLP(3, (), 1, rngs=nnx.Rngs(0))
+    W, c = _linear_params(model)
+    row = fit(model, optax.sgd(0.5), labels, epochs=0, batch_size=8, quiet=True).history[0]
+    z = (labels.x_train.astype(np.float64) @ W + c)[:, 0]
+    bce = np.mean(np.logaddexp(0.0, z) - labels.y_train * z)  # -y log s(z) - (1-y) log(1-s(z))
+    np.testing.assert_allclose(row["train_loss"], bce, rtol=1e-6)
+    assert "test_accuracy" in row
+
+
+def _with_nan_target(data):
+    y = data.y_train.copy()
+    y[3] = np.nan
+    return data._replace(y_train=y)
+
+
+@pytest.mark.parametrize(
+    "case, outputs, kwargs, match",
+    [
+        ("digits", 10, {"loss": "mse"},
+         r"loss='mse' needs targets shaped like the model's outputs, \(64, 10\) here, got "
+         r"data.y_train of shape \(64,\); for class labels pass loss='cross_entropy'"),
+        ("diabetes", 1, {"loss": "cross_entropy"},
+         r"loss='cross_entropy' needs a model with C >= 2 outputs .* got outputs of per-example "
+         r"shape \(1,\)"),
+        ("diabetes", 3, {"loss": "cross_entropy"},
+         r"loss='cross_entropy' needs integer class labels in \[0, 3\) .* got data.y_train of "
+         r"dtype float32"),
+        ("digits", 5, {},
+         r"loss='cross_entropy' \(fit's default for a classification set, data.num_classes=10\) "
+         r"needs class labels in \[0, 5\) .* got data.y_train with labels in \[0, 9\]"),
+        ("int regression", 1, {},
+         r"loss='mse' \(fit's default for a regression set, data.num_classes=0\) needs float "
+         r"targets, got data.y_train of dtype int32"),
+        ("nan targets", 1, {}, r"loss='mse' .* needs finite targets, got data.y_train holding NaN"),
+        ("digits", 1, {"loss": "binary_cross_entropy"},
+         r"loss='binary_cross_entropy' needs targets in \[0, 1\] .* got data.y_train with values "
+         r"in \[0, 9\]"),
+        ("short y_test", 10, {},
+         r"data.y_test must hold one target per example of data.x_test \(20\), got 19"),
+    ],
+)  # fmt: skip
+def test_targets_are_checked_against_the_loss_before_the_first_step(case, outputs, kwargs, match):
+    digits = _small_digits(64, 20)
+    d = load_diabetes()
+    diabetes = d._replace(x_train=d.x_train[:64], y_train=d.y_train[:64])
+    data = {
+        "digits": digits,
+        "diabetes": diabetes,
+        "int regression": diabetes._replace(y_train=np.arange(64, dtype=np.int32)),
+        "nan targets": _with_nan_target(diabetes),
+        "short y_test": digits._replace(y_test=digits.y_test[:19]),
+    }[case]
+    model = MLP(data.x_train.shape[1], (), outputs, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=match) as info:
+        fit(model, _refuse_to_run(), data, epochs=1, batch_size=16, quiet=True, **kwargs)
+    assert "\n" not in str(info.value)
+
+
+def _gauss_newton_setup():
+    d = load_diabetes()
+    data = d._replace(x_train=d.x_train[:32], y_train=d.y_train[:32])
+    model = MLP(10, (4,), 1, rngs=nnx.Rngs(0))
+    graphdef, _ = nnx.split(model, nnx.Param)
+    return data, model, lambda p, x: nnx.merge(graphdef, p)(x)
+
+
+def huber_fn(outputs, targets):
+    return jnp.mean(optax.huber_loss(outputs[:, 0], targets))
+
+
+def test_a_gauss_newton_optimizer_with_another_loss_warns():
+    import warnings
+
+    from inna_jax.reproduce import registry
+    from inna_jax.train import OptimizerSpec
+    from inna_jax.train._checks import gauss_newton_loss
+
+    data, model, predict = _gauss_newton_setup()
+    train = {"epochs": 0, "batch_size": 16, "quiet": True}
+    with pytest.warns(UserWarning) as record:
+        fit(model, inna_jax.egn(predict, "mse"), data, loss=huber_fn, **train)
+    (warning,) = record
+    assert str(warning.message) == (
+        "the optimizer egn minimises its own loss 'mse' (egn(..., loss='mse')), but fit reports "
+        "loss=huber_fn: train_loss and test_loss are then not what egn minimises; give fit and "
+        "egn the same loss"
+    )
+    assert warning.filename == __file__  # it points at the call of fit
+    # the same loss, given or by default (a regression set): no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit(model, inna_jax.egn(predict, "mse"), data, loss="mse", **train)
+        fit(model, inna_jax.sgn(predict, "mse"), data, **train)
+        fit(model, registry.make_optimizer("egn", 1.0, model=model, loss="mse"), data, **train)
+    # SGN as an OptimizerSpec, against fit's default loss of a classification set
+    digits = _small_digits(32, 20)
+    net = MLP(64, (), 10, rngs=nnx.Rngs(0))
+    graphdef, _ = nnx.split(net, nnx.Param)
+    spec = OptimizerSpec(inna_jax.sgn, predict_fn=lambda p, x: nnx.merge(graphdef, p)(x),
+                         loss="binary_cross_entropy", learning_rate=1.0)  # fmt: skip
+    expected = (
+        r"sgn minimises its own loss 'binary_cross_entropy'.* fit reports loss='cross_entropy' "
+        r"\(fit's default for a classification set, data.num_classes=10\)"
+    )
+    with pytest.warns(UserWarning, match=expected):
+        fit(net, spec, digits, **train)
+
+    # what is recognised: EGN and SGN, plain or as specs (the registry's too); nothing else
+    assert gauss_newton_loss(inna_jax.egn(predict, "cross_entropy")) == ("egn", "cross_entropy")
+    assert gauss_newton_loss(inna_jax.sgn(predict)) == ("sgn", "mse")
+    assert gauss_newton_loss(spec) == ("sgn", "binary_cross_entropy")
+    lm = registry.make_optimizer("egn_lm", 1.0, model=model, loss="cross_entropy")
+    assert gauss_newton_loss(lm) == ("egn", "cross_entropy")
+    for other in (
+        optax.adam(1e-3),
+        inna_jax.inna(0.1),
+        OptimizerSpec(optax.sgd, learning_rate=0.1),
+    ):
+        assert gauss_newton_loss(other) is None
+
+
+def test_models_that_are_not_flax_nnx_modules_are_refused():
+    import equinox as eqx
+    import flax.linen as nn
+
+    from inna_jax.train import fit_many
+
+    data = _small_digits(64, 20)
+    others = {
+        "equinox.nn._mlp.MLP": eqx.nn.MLP(64, 10, 8, 1, key=jax.random.key(0)),
+        "flax.linen.linear.Dense": nn.Dense(10),
+        "builtins.function": lambda x: x,
+    }
+    for name, model in others.items():
+        with pytest.raises(TypeError) as info:
+            fit(model, optax.sgd(0.1), data, epochs=1, batch_size=16, quiet=True)
+        message = str(info.value)
+        assert message.startswith(f"model must be a flax.nnx.Module, got {name}: ")
+        assert "see the documentation's guides" in message and "\n" not in message
+    with pytest.raises(TypeError, match="models\\[1\\] must be a flax.nnx.Module, got equinox"):
+        fit_many([MLP(64, (), 10, rngs=nnx.Rngs(0)), others["equinox.nn._mlp.MLP"]],
+                 optax.sgd(0.1), data, epochs=1, batch_size=16)  # fmt: skip
+
+
+def log_of_negative(outputs, targets):
+    """A broken loss: not finite whatever the parameters."""
+    return jnp.mean(jnp.log(-1.0 - jnp.abs(outputs[:, 0])))
+
+
+@pytest.mark.parametrize("eval_every", [1, None])
+def test_a_loss_never_finite_is_not_blamed_on_the_learning_rate(eval_every):
+    data = _small_digits(64, 20)
+    model = MLP(64, (), 10, rngs=nnx.Rngs(0))
+    before = _linear_params(model)
+    with pytest.warns(RuntimeWarning) as record:
+        result = fit(model, optax.sgd(0.1), data, epochs=1, batch_size=16, quiet=True,
+                     loss=log_of_negative, eval_every=eval_every)  # fmt: skip
+    (warning,) = record
+    assert (
+        str(warning.message)
+        == result.stopped
+        == (
+            "non-finite loss at step 1 (epoch 1), already at the initial parameters: training "
+            "stopped; the model keeps its initial parameters; no checkpoint was written. A lower "
+            "learning rate will not help: the loss (loss=log_of_negative), the targets or the "
+            "model are likely wrong, or the inputs hold NaN or inf."
+        )
+    )
+    assert result.steps == 0
+    np.testing.assert_array_equal(_linear_params(model)[0], before[0])
+    # a first update that overflows (the loss was finite): a step-size problem, as before
+    with pytest.warns(RuntimeWarning, match="at step 1 \\(epoch 1\\).*Lower the learning rate"):
+        fit(MLP(64, (), 10, rngs=nnx.Rngs(0)), _inf_at(0), data, epochs=1, batch_size=16,
+            quiet=True, eval_every=eval_every)  # fmt: skip

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from flax import nnx
 
 from inna_jax import cli
 from inna_jax.cli import build_parser
@@ -96,6 +97,16 @@ def test_bad_choices_raise(tmp_path):
         (["--optimizer", "innaprop", "--lr", "1"], "learning_rate must be < beta in INNAprop"),
         (["--optimizer", "adam", "--alpha", "0.3"], "--optimizer adam takes no --alpha"),
         (["--weight-decay", "0.1"], "--optimizer inna takes no --weight-decay"),
+        (["--regularizer", "0"], "argument --regularizer: must be a finite number > 0, got '0'"),
+        (
+            ["--line-search", "maybe"],
+            "argument --line-search: unknown value 'maybe'; choose from on, off",
+        ),
+        (
+            ["--optimizer", "adam", "--regularizer", "0.1"],
+            "--optimizer adam takes no --regularizer",
+        ),
+        (["--optimizer", "sgd", "--line-search", "off"], "--optimizer sgd takes no --line-search"),
     ],
 )
 def test_usage_errors_are_one_line_with_status_2(argv, message, tmp_path, capsys):
@@ -134,3 +145,57 @@ def test_train_innaprop_through_the_registry(tmp_path, capsys):
         summary["final"]["train_loss"]
         < json.loads((tmp_path / "metrics.json").read_text())[0]["train_loss"]
     )
+
+
+def _digits_run(tmp_path, *flags):
+    argv = ["train", "--model", "mlp", "--num-train", "64", "--batch-size", "16", "--epochs", "1",
+            "--quiet", "--out", str(tmp_path), *flags]  # fmt: skip
+    assert cli.main(argv) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    rows = json.loads((tmp_path / "metrics.json").read_text())
+    assert (tmp_path / "metrics.csv").exists() and (tmp_path / "train.png").exists()
+    assert summary["steps"] == 4 and summary["stopped"] is None and summary["final"] == rows[-1]
+    assert [r["epoch"] for r in rows] == [0, 1]
+    return summary, rows
+
+
+def test_train_egn_through_the_command_line_is_inna_jax_egn(tmp_path):
+    import inna_jax
+    from inna_jax.reproduce import registry
+    from inna_jax.train import fit
+
+    summary, rows = _digits_run(
+        tmp_path,
+        "--optimizer",
+        "EGN",
+        "--lr",
+        "0.3",
+        "--regularizer",
+        "0.5",
+        "--line-search",
+        "off",
+    )
+    assert (summary["optimizer"], summary["learning_rate"]) == ("egn", 0.3)
+    assert (summary["regularizer"], summary["line_search"]) == (0.5, False)
+    assert "decay_power" not in summary
+    # the same run with inna_jax.egn built by hand: the same step (lambda 0.5, step 0.3, no
+    # line search) on the same model, loss and batches
+    data = registry.load_dataset("digits", num_train=64)
+    model = registry.make_model("mlp", data, 0)
+    graphdef, _ = nnx.split(model, nnx.Param)
+    tx = inna_jax.egn(
+        lambda p, x: nnx.merge(graphdef, p)(x), "cross_entropy", learning_rate=0.3,
+        regularizer=0.5, line_search=False,
+    )  # fmt: skip
+    ref = fit(model, tx, data, epochs=1, batch_size=16, loss="cross_entropy", quiet=True)
+    for a, b in zip(rows, ref.history, strict=True):
+        for key in ("train_loss", "test_loss", "test_accuracy"):
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-5)
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+
+
+def test_train_sgn_through_the_command_line_with_its_defaults(tmp_path):
+    summary, rows = _digits_run(tmp_path, "--optimizer", "sgn")  # --lr 0.1 caps the step
+    assert summary["optimizer"] == "sgn"
+    assert (summary["regularizer"], summary["line_search"]) == (1e-3, True)
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]

@@ -118,7 +118,8 @@ def load_cifar100(
 
     Returns:
         An :class:`~inna_jax.data.ArrayDataset` with ``x`` of shape ``(N, 32, 32, 3)``,
-        int32 labels, ``num_classes`` 100 or 20 and name ``"cifar100"``.
+        int32 labels, ``num_classes`` 100 or 20 and name ``"cifar100"``: a classification
+        set, which :func:`~inna_jax.train.fit` trains with the cross-entropy by default.
 
     Raises:
         FileNotFoundError: if ``cifar-100-python/train``, ``test`` or ``meta`` is missing;

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from inna_jax._extras import require
 from inna_jax.data._arrays import ArrayDataset
 
 
@@ -14,6 +15,8 @@ def load_mnist1d(*, num_samples: int = 5000, seed: int = 42) -> ArrayDataset:
     settings give 4,000 training and 1,000 test signals; the generator seeds NumPy's and
     Python's global random state (``mnist1d.utils.set_seed``), and this function restores
     NumPy's global state afterwards.
+    A classification set (``num_classes=10``, int32 labels): :func:`~inna_jax.train.fit`
+    trains it with the cross-entropy by default and reports the test accuracy.
 
     Args:
         num_samples: total number of signals (80 % train, 20 % test), a multiple of 10.
@@ -29,6 +32,7 @@ def load_mnist1d(*, num_samples: int = 5000, seed: int = 42) -> ArrayDataset:
         raise ValueError(
             f"num_samples must be a multiple of 10 and at least 20, got num_samples={num_samples}"
         )
+    require("reproduce", "inna_jax.data.load_mnist1d", only=("mnist1d",))
     from mnist1d.data import get_dataset_args, make_dataset
 
     args = get_dataset_args()

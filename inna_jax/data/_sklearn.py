@@ -5,10 +5,22 @@ from __future__ import annotations
 import gzip
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from inna_jax._extras import require
 from inna_jax.data._arrays import ArrayDataset, split_and_standardize
+
+
+def _sklearn_datasets(part: str) -> Any:
+    """``sklearn.datasets``, or one line naming the ``reproduce`` extra when it is missing."""
+    try:
+        import sklearn.datasets
+    except ImportError:
+        require("reproduce", part, only=("scikit-learn",))
+        raise  # installed, but broken: scikit-learn's own error says why
+    return sklearn.datasets
 
 
 def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
@@ -26,16 +38,18 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
             with gzip.open(path, "rt", encoding="utf-8") as f:
                 table = np.loadtxt(f, delimiter=",")
             return table[:, :-1], table[:, -1].astype(int)
-    import sklearn.datasets
+    datasets = _sklearn_datasets("inna_jax.data.load_digits")
 
-    bunch = sklearn.datasets.load_digits()
+    bunch = datasets.load_digits()
     return bunch.data, bunch.target
 
 
 def load_digits(*, test_fraction: float = 0.25, seed: int = 0) -> ArrayDataset:
     """scikit-learn's 8x8 handwritten digits: 1,797 images, 64 features, 10 classes.
 
-    Features are standardized with train-set statistics; the split is seeded.
+    Features are standardized with train-set statistics; the split is seeded. A
+    classification set (``num_classes=10``, int32 labels): :func:`~inna_jax.train.fit`
+    trains it with the cross-entropy by default and reports the test accuracy.
 
     Example:
         >>> from inna_jax.data import load_digits
@@ -53,7 +67,8 @@ def load_diabetes(*, test_fraction: float = 0.25, seed: int = 0) -> ArrayDataset
     """scikit-learn's diabetes regression set: 442 patients, 10 features, real target.
 
     Features and target are standardized with train-set statistics, so a test RMSE of
-    1.0 is the constant predictor's.
+    1.0 is the constant predictor's. A regression set (``num_classes=0``, float targets):
+    :func:`~inna_jax.train.fit` trains it with the MSE by default and reports the test RMSE.
 
     Example:
         >>> from inna_jax.data import load_diabetes
@@ -61,9 +76,9 @@ def load_diabetes(*, test_fraction: float = 0.25, seed: int = 0) -> ArrayDataset
         >>> data.x_train.shape, data.task
         ((332, 10), 'regression')
     """
-    import sklearn.datasets
+    datasets = _sklearn_datasets("inna_jax.data.load_diabetes")
 
-    bunch = sklearn.datasets.load_diabetes()
+    bunch = datasets.load_diabetes()
     x, y = bunch.data, bunch.target.astype(np.float64)
     x_tr, y_tr, x_te, y_te = split_and_standardize(
         x, y, test_fraction=test_fraction, seed=seed, standardize_targets=True
@@ -77,7 +92,9 @@ def load_california(*, test_fraction: float = 0.25, seed: int = 0) -> ArrayDatas
     scikit-learn downloads this set on first use; this loader never does (the project needs
     no network): it reads scikit-learn's cache (``sklearn.datasets.get_data_home()``) and
     raises ``FileNotFoundError`` when the set is not there. Features and target are
-    standardized with train-set statistics; the split is seeded.
+    standardized with train-set statistics; the split is seeded. A regression set
+    (``num_classes=0``, float targets): :func:`~inna_jax.train.fit` trains it with the MSE by
+    default and reports the test RMSE.
 
     Raises:
         FileNotFoundError: when scikit-learn has no copy on disk; the message says how to
@@ -92,14 +109,14 @@ def load_california(*, test_fraction: float = 0.25, seed: int = 0) -> ArrayDatas
         >>> data is None or data.x_train.shape[1] == 8
         True
     """
-    import sklearn.datasets
+    datasets = _sklearn_datasets("inna_jax.data.load_california")
 
     try:
-        bunch = sklearn.datasets.fetch_california_housing(download_if_missing=False)
+        bunch = datasets.fetch_california_housing(download_if_missing=False)
     except OSError as err:
         raise FileNotFoundError(
             "California housing is not on disk (scikit-learn's data home "
-            f"{sklearn.datasets.get_data_home()!r}); fetch it once with "
+            f"{datasets.get_data_home()!r}); fetch it once with "
             "python -c 'import sklearn.datasets as d; d.fetch_california_housing()'"
         ) from err
     x_tr, y_tr, x_te, y_te = split_and_standardize(

@@ -6,6 +6,12 @@ numeric hyperparameters, their defaults, and its fixed arguments. The registry r
 :class:`~inna_jax.train.OptimizerSpec`, so that every run of one factory (any
 :math:`\gamma_0`, any hyperparameters) shares one compiled training step.
 
+EGN and SGN (``egn``, ``egn_lm``, ``sgn``) take the model and the loss besides
+(:func:`make_optimizer`): the model's structure gives their ``predict_fn``. Their
+``regularizer`` :math:`\lambda` is a hyperparameter (EGN 1, SGN :math:`10^{-3}`) and their
+Armijo line search a fixed argument (``line_search``, on by default: ``learning_rate`` then
+caps the step that the search takes; off, it is the step).
+
 Step sizes: for ``sgd`` and ``inna`` the hyperparameter ``decay_power`` :math:`q` gives
 :math:`\gamma_k = \gamma_0 (k+1)^{-q}` (:func:`inna_jax.power_decay`; :math:`q = 0` is a
 constant step); Adam, Adagrad and INNAprop use a constant rate and their own adaptivity
@@ -40,7 +46,7 @@ class DatasetEntry:
 
     name: str
     description: str
-    load: Callable[[Path | None], ArrayDataset]
+    load: Callable[[str | Path | None], ArrayDataset]
     needs_data_dir: bool = False
     default_model: str = "mlp"
 
@@ -243,7 +249,9 @@ def _adagrad(learning_rate):
     return optax.adagrad(learning_rate)
 
 
-def _egn(learning_rate, regularizer, *, predict_fn, loss, adaptive_regularization):
+def _egn(
+    learning_rate, regularizer, *, predict_fn, loss, adaptive_regularization, line_search=True
+):
     import inna_jax
 
     return inna_jax.egn(
@@ -251,15 +259,21 @@ def _egn(learning_rate, regularizer, *, predict_fn, loss, adaptive_regularizatio
         loss,
         learning_rate=learning_rate,
         regularizer=regularizer,
-        line_search=True,
+        line_search=line_search,
         adaptive_regularization=adaptive_regularization,
     )
 
 
-def _sgn(learning_rate, regularizer, *, predict_fn, loss):
+def _sgn(learning_rate, regularizer, *, predict_fn, loss, line_search=True):
     import inna_jax
 
-    return inna_jax.sgn(predict_fn, loss, learning_rate=learning_rate, regularizer=regularizer)
+    return inna_jax.sgn(
+        predict_fn,
+        loss,
+        learning_rate=learning_rate,
+        regularizer=regularizer,
+        line_search=line_search,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -297,12 +311,22 @@ OPTIMIZERS: dict[str, OptimizerEntry] = {
     "adam": OptimizerEntry("adam", "Adam", _adam),
     "adagrad": OptimizerEntry("adagrad", "Adagrad", _adagrad),
     "egn": OptimizerEntry(
-        "egn", "EGN", _egn, {"regularizer": 1.0}, {"adaptive_regularization": False}, True
+        "egn",
+        "EGN",
+        _egn,
+        {"regularizer": 1.0},
+        {"adaptive_regularization": False, "line_search": True},
+        True,
     ),
     "egn_lm": OptimizerEntry(
-        "egn_lm", "EGN+LM", _egn, {"regularizer": 1.0}, {"adaptive_regularization": True}, True
+        "egn_lm",
+        "EGN+LM",
+        _egn,
+        {"regularizer": 1.0},
+        {"adaptive_regularization": True, "line_search": True},
+        True,
     ),
-    "sgn": OptimizerEntry("sgn", "SGN", _sgn, {"regularizer": 1e-3}, {}, True),
+    "sgn": OptimizerEntry("sgn", "SGN", _sgn, {"regularizer": 1e-3}, {"line_search": True}, True),
 }
 
 

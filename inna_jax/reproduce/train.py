@@ -1,4 +1,4 @@
-"""Train one model with one optimizer: one device, a device mesh, or several hosts.
+r"""Train one model with one optimizer: one device, a device mesh, or several hosts.
 
 A thin face over :func:`inna_jax.train.fit`, with the data sets, models and optimizers of
 :mod:`inna_jax.reproduce.registry`. It writes ``metrics.csv`` and ``metrics.json`` (one row
@@ -9,11 +9,19 @@ per epoch, epoch 0 before training), ``summary.json`` (settings, devices, final 
 the same command on every host with ``--coordinator-address``, ``--num-processes`` and
 ``--process-id`` (or none of them on a TPU pod or under SLURM, where the environment says
 it), and the mesh spans every host's devices.
+
+``--optimizer egn`` and ``sgn`` are the exact and the CG Gauss-Newton optimizers
+(:func:`inna_jax.egn`, :func:`inna_jax.sgn`), built as ``inna-jax egn`` builds them
+(:func:`inna_jax.reproduce.registry.make_optimizer`): the model's structure gives their
+``predict_fn``, the data set's loss is theirs too (cross-entropy for classes, MSE for
+regression), ``--regularizer`` sets :math:`\lambda` and ``--line-search on|off`` the Armijo
+backtracking (on: ``--lr`` caps each step; off: ``--lr`` is the step).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -23,7 +31,9 @@ from inna_jax.reproduce import registry as reg
 
 DATASETS = ("digits", "diabetes", "mnist1d", "cifar100", "california")
 MODELS = ("auto", *reg.MODELS)
-OPTIMIZERS = ("inna", "innaprop", "sgd", "adam", "adagrad")
+OPTIMIZERS = ("inna", "innaprop", "sgd", "adam", "adagrad", "egn", "sgn")
+#: the flags of hyperparameters, each taken only by the optimizers that have it
+_HYPER_FLAGS = ("alpha", "beta", "weight_decay", "regularizer")
 
 
 def _plot(history: list[dict], path: Path, title: str) -> None:
@@ -53,7 +63,31 @@ def _describe(optimizer: str, learning_rate: float, hyper: dict) -> str:
         q = hyper["decay_power"]
         parts[0] = f"γk=γ0/(k+1)^{q:g}, γ0={learning_rate:g}" if q else parts[0]
     parts += [f"{k}={v:g}" for k, v in hyper.items() if k in ("alpha", "beta", "weight_decay")]
+    if "regularizer" in hyper:
+        parts.append(f"λ={hyper['regularizer']:g}")
     return f"{reg.OPTIMIZERS[optimizer].label} ({', '.join(parts)})"
+
+
+def _check_flags(optimizer: str, given: dict[str, Any], line_search: bool | None) -> None:
+    """Refuses a hyperparameter flag that ``optimizer`` does not take (one line)."""
+    entry = reg.OPTIMIZERS[optimizer]
+    unused = [k for k in _HYPER_FLAGS if given[k] is not None and k not in entry.hyperparams]
+    if line_search is not None and "line_search" not in entry.static:
+        unused.append("line_search")
+    if unused:
+        flags = ", ".join("--" + k.replace("_", "-") for k in unused)
+        raise cli_args.UsageError(f"--optimizer {optimizer} takes no {flags}")
+
+
+def _blas_limit(optimizer: str):
+    """EGN on CPU: one OpenBLAS thread for its Cholesky (as ``inna-jax egn``; see
+    :func:`inna_jax.egn`); nothing for the others."""
+    if optimizer != "egn":
+        return contextlib.nullcontext()
+    import scipy.linalg.cython_lapack  # noqa: F401  (jaxlib's LAPACK, loaded before the limit)
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def run(
@@ -68,6 +102,8 @@ def run(
     beta: float | None = None,
     decay_power: float = 0.5,
     weight_decay: float | None = None,
+    regularizer: float | None = None,
+    line_search: bool | None = None,
     epochs: int = 5,
     batch_size: int = 32,
     seed: int = 0,
@@ -83,9 +119,10 @@ def run(
     ``devices=None`` uses one device in a single process, and every device of every process
     when ``jax.distributed`` is running; ``devices=N`` uses the first N. INNA and SGD use
     :math:`\\gamma_k = \\gamma_0 (k+1)^{-q}` with ``decay_power`` :math:`q`; Adam,
-    Adagrad and INNAprop a constant rate. ``alpha``, ``beta`` (INNA, INNAprop) and
-    ``weight_decay`` (INNAprop) left at ``None`` take the registry's defaults
-    (:data:`inna_jax.reproduce.registry.OPTIMIZERS`).
+    Adagrad and INNAprop a constant rate. ``alpha``, ``beta`` (INNA, INNAprop),
+    ``weight_decay`` (INNAprop), ``regularizer`` and ``line_search`` (EGN, SGN) left at
+    ``None`` take the registry's defaults (:data:`inna_jax.reproduce.registry.OPTIMIZERS`).
+    EGN and SGN are built for the model (its ``predict_fn``) and the data set's loss.
 
     Returns:
         The :class:`~inna_jax.train.FitResult`.
@@ -93,27 +130,36 @@ def run(
     Raises:
         cli_args.UsageError: for a value that does not fit the data (a batch larger than the
             training set, a model that does not take the data set) or that the optimizer
-            refuses (INNAprop's ``learning_rate >= beta``).
+            refuses (INNAprop's ``learning_rate >= beta``), or a flag the optimizer does not
+            take.
     """
     import jax
 
     from inna_jax.train import data_mesh, fit
 
     entry = reg.OPTIMIZERS[optimizer]
-    given = {"alpha": alpha, "beta": beta, "decay_power": decay_power, "weight_decay": weight_decay}
-    unused = [k for k in ("alpha", "beta", "weight_decay") if given[k] is not None]
-    unused = [k for k in unused if k not in entry.hyperparams]
-    if unused:
-        flags = ", ".join("--" + k.replace("_", "-") for k in unused)
-        raise cli_args.UsageError(f"--optimizer {optimizer} takes no {flags}")
+    given = {
+        "alpha": alpha,
+        "beta": beta,
+        "decay_power": decay_power,
+        "weight_decay": weight_decay,
+        "regularizer": regularizer,
+    }
+    _check_flags(optimizer, given, line_search)
     hyper = {**entry.hyperparams}
     hyper |= {k: v for k, v in given.items() if k in entry.hyperparams and v is not None}
-    try:
-        tx = reg.make_optimizer(optimizer, learning_rate, **hyper)
-    except ValueError as err:
-        raise cli_args.UsageError(
-            f"--optimizer {optimizer}: {err} (set by --lr, --alpha, --beta, --weight-decay)"
-        ) from err
+    static: dict[str, Any] = {} if line_search is None else {"line_search": bool(line_search)}
+
+    def build(**model_and_loss):
+        try:
+            return reg.make_optimizer(optimizer, learning_rate, **model_and_loss, **hyper, **static)
+        except ValueError as err:
+            raise cli_args.UsageError(
+                f"--optimizer {optimizer}: {err} (set by --lr, --alpha, --beta, --weight-decay, "
+                "--regularizer)"
+            ) from err
+
+    tx: Any = None if entry.needs_model else build()  # a bad value is refused before any loading
     data = reg.load_dataset(dataset, data_dir=data_dir, num_train=num_train)
     if batch_size > len(data.x_train):
         raise cli_args.UsageError(
@@ -124,25 +170,28 @@ def run(
         net = reg.make_model(model, data, seed)
     except ValueError as err:
         raise cli_args.UsageError(f"--model {model}: {err}") from err
+    if entry.needs_model:  # EGN, SGN: the model's predict_fn and the data set's loss
+        tx = build(model=net, loss=reg.loss_for(data))
     if mesh is None and (devices is not None or jax.process_count() > 1):
         mesh = data_mesh(devices)
     out = Path(out)
     title = f"{_describe(optimizer, learning_rate, hyper)} on {data.name}, batch {batch_size}"
-    result = fit(
-        net,
-        tx,
-        data,
-        epochs=epochs,
-        batch_size=batch_size,
-        loss=reg.loss_for(data),
-        seed=seed,
-        out_dir=out,
-        checkpoint_dir=checkpoint_dir,
-        checkpoint_every=checkpoint_every,
-        mesh=mesh,
-        quiet=quiet,
-        desc=f"{optimizer} on {data.name}",
-    )
+    with _blas_limit(optimizer):
+        result = fit(
+            net,
+            tx,
+            data,
+            epochs=epochs,
+            batch_size=batch_size,
+            loss=reg.loss_for(data),
+            seed=seed,
+            out_dir=out,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every,
+            mesh=mesh,
+            quiet=quiet,
+            desc=f"{optimizer} on {data.name}",
+        )
     if jax.process_index() == 0:
         summary = {
             "dataset": data.name,
@@ -150,6 +199,7 @@ def run(
             "optimizer": optimizer,
             "learning_rate": learning_rate,
             **hyper,
+            **{k: tx.static[k] for k in ("line_search",) if k in tx.static},
             "epochs": epochs,
             "batch_size": batch_size,
             "seed": seed,
@@ -186,7 +236,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="auto: small CNN (digits, mnist1d), NiN (cifar100), MLP (diabetes, california)",
     )
     parser.add_argument(
-        "--optimizer", type=cli_args.choice(OPTIMIZERS), default="inna", help="optimizer"
+        "--optimizer",
+        type=cli_args.choice(OPTIMIZERS),
+        default="inna",
+        help=f"one of {', '.join(OPTIMIZERS)} (egn, sgn: Gauss-Newton for the model and the "
+        "data set's loss)",
     )
     parser.add_argument(
         "--lr", type=cli_args.positive_float, default=0.1, help="learning rate gamma_0"
@@ -208,6 +262,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=cli_args.nonnegative_float,
         default=None,
         help="INNAprop: decoupled weight decay (default 0.01)",
+    )
+    parser.add_argument(
+        "--regularizer",
+        type=cli_args.positive_float,
+        default=None,
+        help="EGN and SGN: the damping lambda of the Gauss-Newton system (default: EGN 1, "
+        "SGN 1e-3)",
+    )
+    parser.add_argument(
+        "--line-search",
+        type=cli_args.choice(("on", "off")),
+        default=None,
+        help="EGN and SGN: Armijo backtracking on each batch, on (default; --lr caps the step) "
+        "or off (--lr is the step)",
     )
     parser.add_argument(
         "--decay-power",
@@ -265,6 +333,8 @@ def main(args: argparse.Namespace) -> int:
             beta=args.beta,
             decay_power=args.decay_power,
             weight_decay=args.weight_decay,
+            regularizer=args.regularizer,
+            line_search=None if args.line_search is None else args.line_search == "on",
             epochs=args.epochs,
             batch_size=args.batch_size,
             seed=args.seed,

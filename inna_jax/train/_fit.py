@@ -25,7 +25,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -36,7 +36,7 @@ from jax.sharding import Mesh, SingleDeviceSharding
 from tqdm import tqdm  # plain text bars: no ipywidgets needed in notebooks
 
 from inna_jax.data import batch_indices, steps_per_epoch
-from inna_jax.train import _losses, _parallel, _programs
+from inna_jax.train import _checks, _losses, _parallel, _programs
 from inna_jax.train._checkpoint import Checkpointer
 from inna_jax.train._spec import OptimizerSpec
 from inna_jax.train._step import TrainState
@@ -397,7 +397,8 @@ def _check_common(epochs, on_nonfinite, checkpoint_every, log_every, eval_every,
         raise ValueError(
             f"eval_every must be an integer >= 1 or None, got eval_every={eval_every!r}"
         )
-    _losses.per_example_loss(loss)  # validates the name
+    if loss is not None:
+        _losses.per_example_loss(loss)  # validates the name
 
 
 def _train(
@@ -432,11 +433,13 @@ def _train(
     spe = steps_per_epoch(n, batch_size)
     total = int(epochs) * spe
     count = len(models)
-    classification = int(data.num_classes) > 0
+    classification = _checks.task_of(data) == "classification"
     metric_key = "test_accuracy" if classification else "test_rmse"
     every = spe if checkpoint_every is None else int(checkpoint_every)
     is_main = jax.process_index() == 0
-    specs = optimizers if isinstance(optimizers[0], OptimizerSpec) else None
+    specs = (
+        cast(list[OptimizerSpec], optimizers) if isinstance(optimizers[0], OptimizerSpec) else None
+    )
     optimizer = optimizers[0]
 
     # --- the runs' starting points ---------------------------------------------------------
@@ -476,6 +479,13 @@ def _train(
         )
     padded = _round_up(count, runs_devices) if batched else count
 
+    # --- the loss, checked against the targets and the model's outputs ---------------------
+    batch = jax.ShapeDtypeStruct((int(batch_size), *x_train.shape[1:]), x_train.dtype)
+    outputs = _checks.output_shape(eval_graphdef, *split[0][1:], batch)
+    loss, why = _checks.resolve_loss(loss, data, outputs)
+    _checks.check_targets(loss, data, outputs, why)
+    _checks.warn_if_optimizer_loss_differs(optimizer, loss, why, stacklevel=3)
+
     opt_init = _programs.init_program(optimizer, batched=batched, compiler_options=compiler_options)
     step_fn = _programs.step_program(
         graphdef, optimizer, loss, batched=batched, mesh=mesh, compiler_options=compiler_options
@@ -497,9 +507,9 @@ def _train(
             params=params,
             rest=_host_stack([rest for _, _, rest in split]),
             opt_state=opt_states,
-            ok=np.ones(count, bool),
-            bad_step=np.full(count, -1, np.int32),
-            step=np.zeros(count, np.int32),
+            ok=cast(jax.Array, np.ones(count, bool)),  # host arrays, placed by the first step
+            bad_step=cast(jax.Array, np.full(count, -1, np.int32)),
+            step=cast(jax.Array, np.zeros(count, np.int32)),
         )
     else:
         states = []
@@ -558,7 +568,7 @@ def _train(
     stopped: list[str | None] = [None] * count
     start, time_before = 0, 0.0
     if ckpt is not None and ckpt.latest_step() is not None:
-        state, meta = ckpt.restore(ckpt.latest_step(), like=runs.checkpoint_state(group))
+        state, meta = ckpt.restore(cast(int, ckpt.latest_step()), like=runs.checkpoint_state(group))
         for key, value in config.items():
             if meta["config"].get(key) != value:
                 raise ValueError(
@@ -576,7 +586,7 @@ def _train(
         runs.skip = [s is not None for s in stopped]
     # The clock starts when the first step of this call has run: its compilation and the
     # epoch-0 evaluation are not training time.
-    clock = {"t0": None}
+    clock: dict[str, float | None] = {"t0": None}
 
     def elapsed() -> float:
         t0 = clock["t0"]
@@ -593,7 +603,15 @@ def _train(
             meta |= {"histories": histories, "stopped": stopped}
         else:
             meta["history"] = histories[0]
-        ckpt.save(step, runs.checkpoint_state(group), meta)
+        cast(Checkpointer, ckpt).save(step, runs.checkpoint_state(group), meta)
+
+    def finite_at_start(r: int) -> bool:
+        """Whether run r's training loss was finite at its initial parameters (where a run
+        stopped at its first step still is)."""
+        rows = histories[r]
+        if rows and rows[0]["epoch"] == 0:
+            return math.isfinite(rows[0]["train_loss"])
+        return math.isfinite(runs.evaluate(x_train, y_train, ebs_train)[0][r])
 
     # --- train -----------------------------------------------------------------------------
     if desc is None:
@@ -633,9 +651,11 @@ def _train(
             value, ok, bad = runs.status()
             for r in range(count):
                 if stopped[r] is None and not bool(ok[r]):
+                    never = int(bad[r]) == 0 and not finite_at_start(r)
                     stopped[r] = _stop_message(
-                        int(bad[r]), spe, r, seeds[r], group, ckpt, last_saved
-                    )
+                        int(bad[r]), spe, r, seeds[r], group, ckpt, last_saved,
+                        never_finite=loss if never else None,
+                    )  # fmt: skip
                     runs.skip[r] = True
             if all(s is not None for s in stopped) or (not group and stopped[0]):
                 break
@@ -689,12 +709,15 @@ def _train(
     return results
 
 
-def _stop_message(bad, spe, run, seed, group, ckpt, last_saved) -> str:
+def _stop_message(bad, spe, run, seed, group, ckpt, last_saved, never_finite=None) -> str:
+    """Why a run stopped; ``never_finite``: the loss, when it was not finite from the start."""
     where = (
         f"the last good checkpoint is step {last_saved} in {ckpt.directory}"
         if ckpt is not None and last_saved is not None
         else "no checkpoint was written"
     )
+    if never_finite is not None:
+        return _never_finite_message(never_finite, run, seed, group, where)
     what = f"non-finite loss or parameters at step {bad + 1} (epoch {bad // spe + 1})"
     if not group:
         return (
@@ -709,6 +732,21 @@ def _stop_message(bad, spe, run, seed, group, ckpt, last_saved) -> str:
     )
 
 
+def _never_finite_message(loss, run, seed, group, where) -> str:
+    """A run whose loss was not finite at its initial parameters: not a step-size problem."""
+    what = "non-finite loss at step 1 (epoch 1), already at the initial parameters"
+    if group:
+        what = f"run {run} (seed {seed}): {what}: this run stopped and keeps its initial "
+        what += "parameters; the other runs went on"
+    else:
+        what += f": training stopped; the model keeps its initial parameters; {where}"
+    return (
+        f"{what}. A lower learning rate will not help: the loss "
+        f"(loss={_checks.describe(loss)}), the targets or the model are likely wrong, or the "
+        "inputs hold NaN or inf."
+    )
+
+
 def fit(
     model: nnx.Module,
     optimizer: OptimizerSpec | optax.GradientTransformation,
@@ -716,7 +754,7 @@ def fit(
     *,
     epochs: int,
     batch_size: int,
-    loss: str | Callable[[jax.Array, jax.Array], jax.Array] = "cross_entropy",
+    loss: str | Callable[[jax.Array, jax.Array], jax.Array] | None = None,
     seed: int = 0,
     out_dir: str | Path | None = None,
     checkpoint_dir: str | Path | None = None,
@@ -776,19 +814,39 @@ def fit(
     the warning (the message is only in :attr:`FitResult.stopped`); ``"raise"`` raises
     ``FloatingPointError``.
 
+    A loss that is not finite already at the initial parameters is not a step-size problem:
+    the message then says so, and names the loss, the targets and the model as the likely
+    culprits instead of advising a lower learning rate.
+
+    **Checked before the first step.** The loss defaults to the data set's task (its
+    ``num_classes``, see :class:`~inna_jax.data.ArrayDataset`): the MSE for a regression set
+    (diabetes, California housing), the cross-entropy for a classification set (digits,
+    mnist1d, CIFAR-100), the binary cross-entropy for two classes and a model with one
+    output. The model's outputs for one batch come from one ``jax.eval_shape`` (a trace, no
+    compilation), and the targets of both splits must suit the loss: integer labels of shape
+    ``(n,)`` in :math:`[0, C)` for the cross-entropy, with :math:`C \ge 2` the width of the
+    outputs; finite float targets shaped like the outputs for the MSE; values in
+    :math:`[0, 1]` shaped like the outputs for the binary cross-entropy (a callable loss is
+    not checked). EGN and SGN (:func:`inna_jax.egn`, :func:`inna_jax.sgn`) get the raw batch
+    and minimise their own ``loss=``, ignoring the gradient of ``fit``'s; when the two
+    differ, a ``UserWarning`` says that the reported losses are not what they minimise.
+
     The progress bar says "compiling" until the first step has run, then starts its clock,
     so that its time estimate does not extrapolate the compilation.
 
     Args:
-        model: a Flax NNX module, trained in place.
+        model: a Flax NNX module (``flax.nnx.Module``), trained in place. Equinox and Flax
+            Linen modules and plain functions are refused: the documentation's guides show
+            the optimizers in their own training loops.
         optimizer: an :class:`~inna_jax.train.OptimizerSpec` (hyperparameters as values), or
             any optax ``GradientTransformation`` (INNA, EGN, optax's).
         data: an :class:`~inna_jax.data.ArrayDataset`.
         epochs: number of passes over the training set (``>= 0``).
         batch_size: global batch size :math:`b` (a multiple of the mesh's ``"data"`` size).
         loss: ``"cross_entropy"`` (integer labels), ``"mse"`` (mean of
-            :math:`\tfrac12\lVert f - y\rVert^2`), ``"binary_cross_entropy"``, or a callable
-            ``(outputs, targets) -> scalar`` batch mean.
+            :math:`\tfrac12\lVert f - y\rVert^2`), ``"binary_cross_entropy"``, a callable
+            ``(outputs, targets) -> scalar`` batch mean, or ``None`` (default): from the data
+            set's task, as above.
         seed: seed of the batch order.
         out_dir: if given, ``metrics.csv`` and ``metrics.json`` are (re)written there after
             every evaluation.
@@ -823,9 +881,13 @@ def fit(
         A :class:`FitResult`.
 
     Raises:
-        ValueError: for a bad argument, or a checkpoint from a run with another seed, batch
-            size or training set.
+        TypeError: for a model that is not a Flax NNX module.
+        ValueError: for a bad argument, targets that do not suit the loss or the model's
+            outputs, or a checkpoint from a run with another seed, batch size or training set.
         FloatingPointError: with ``on_nonfinite="raise"``, on a non-finite loss.
+
+    Warns:
+        UserWarning: when an EGN or SGN optimizer minimises another loss than ``loss``.
 
     Example:
         >>> import optax
@@ -842,6 +904,11 @@ def fit(
         >>> for lr in (0.05, 0.2):
         ...     result = fit(MLP(64, (32,), 10, rngs=nnx.Rngs(1)), spec.replace(learning_rate=lr),
         ...                  data, epochs=1, batch_size=64, quiet=True)
+        >>> from inna_jax.data import load_diabetes  # a regression set: MSE, test RMSE
+        >>> result = fit(MLP(10, (32,), 1, rngs=nnx.Rngs(0)), optax.adam(1e-2), load_diabetes(),
+        ...              epochs=2, batch_size=32, quiet=True)
+        >>> sorted(result.history[-1]), result.history[-1]["test_rmse"] < 1.0
+        (['epoch', 'step', 'test_loss', 'test_rmse', 'time_s', 'train_loss'], True)
 
     References:
         Castera, Bolte, Févotte, Pauwels, *An inertial Newton algorithm for deep learning*,
@@ -855,6 +922,7 @@ def fit(
             DeprecationWarning,
             stacklevel=2,
         )
+    _checks.check_model(model)
     _check_common(epochs, on_nonfinite, checkpoint_every, log_every, eval_every, loss)
     _check_optimizer(optimizer, "optimizer")
     compiler_options = _check_compiler_options(compiler_options)
@@ -919,7 +987,7 @@ def fit_many(
     *,
     epochs: int,
     batch_size: int,
-    loss: str | Callable[[jax.Array, jax.Array], jax.Array] = "cross_entropy",
+    loss: str | Callable[[jax.Array, jax.Array], jax.Array] | None = None,
     seeds: int | Sequence[int] = 0,
     strategy: str = "auto",
     out_dir: str | Path | None = None,
@@ -968,13 +1036,14 @@ def fit_many(
       5–7 times slower than the R separate ones (measured on a small CNN and the NiN).
 
     Args:
-        models: the R models (the same structure), trained in place.
+        models: the R Flax NNX models (the same structure), trained in place.
         optimizers: one :class:`~inna_jax.train.OptimizerSpec` or optax optimizer for every
             run, or a sequence of R specs of one family (per-run hyperparameters).
         data: an :class:`~inna_jax.data.ArrayDataset`.
         epochs: number of passes over the training set.
         batch_size: batch size of every run.
-        loss: as in :func:`fit`.
+        loss: as in :func:`fit` (default: from the data set's task); the same checks run
+            before the first step.
         seeds: the batch-order seed of each run (one int: the same for all).
         strategy: ``"auto"``, ``"vmap"`` or ``"loop"``.
         out_dir: if given, ``metrics.csv`` (one row per run and epoch, with the run's index,
@@ -1001,10 +1070,15 @@ def fit_many(
         One :class:`FitResult` per run, in order.
 
     Raises:
+        TypeError: for a model that is not a Flax NNX module.
         ValueError: for a bad argument: models of different structures, optimizers of
-            different families, a seed list of the wrong length, a checkpoint of another
+            different families, a seed list of the wrong length, targets that do not suit
+            the loss or the models' outputs (as in :func:`fit`), a checkpoint of another
             group.
         FloatingPointError: with ``on_nonfinite="raise"``.
+
+    Warns:
+        UserWarning: when EGN or SGN minimise another loss than ``loss`` (as in :func:`fit`).
 
     Example:
         >>> import optax
@@ -1029,50 +1103,54 @@ def fit_many(
     _check_common(epochs, on_nonfinite, checkpoint_every, log_every, eval_every, loss)
     compiler_options = _check_compiler_options(compiler_options)
     models = list(models)
-    if not models or not all(isinstance(m, nnx.Module) for m in models):
-        raise ValueError("models must be a non-empty sequence of Flax NNX modules")
+    if not models:
+        raise ValueError("models must be a non-empty sequence of Flax NNX modules, got none")
+    for i, m in enumerate(models):
+        _checks.check_model(m, f"models[{i}]")
     count = len(models)
     if strategy not in _STRATEGIES:
         raise ValueError(f"strategy must be one of {_STRATEGIES}, got strategy={strategy!r}")
-    if isinstance(seeds, int | np.integer) and not isinstance(seeds, bool):
-        seeds = [seeds] * count
-    seeds = [_check_seed(s, f"seeds[{i}]") for i, s in enumerate(seeds)]
-    if len(seeds) != count:
-        raise ValueError(f"seeds must hold one seed per model ({count}), got {len(seeds)}")
+    if isinstance(seeds, bool):
+        raise ValueError(f"seeds must be an integer or a sequence of integers, got seeds={seeds!r}")
+    seed_list = [seeds] * count if isinstance(seeds, int | np.integer) else list(seeds)
+    run_seeds = [_check_seed(s, f"seeds[{i}]") for i, s in enumerate(seed_list)]
+    if len(run_seeds) != count:
+        raise ValueError(f"seeds must hold one seed per model ({count}), got {len(run_seeds)}")
     single = isinstance(optimizers, OptimizerSpec | str) or callable(
         getattr(optimizers, "update", None)
     )
+    run_optimizers: list[Any]
     if single or not isinstance(optimizers, Sequence):
         _check_optimizer(optimizers, "optimizers")
-        optimizers = [optimizers] * count
+        run_optimizers = [optimizers] * count
     else:
-        optimizers = list(optimizers)
-        if len(optimizers) != count:
+        run_optimizers = list(optimizers)
+        if len(run_optimizers) != count:
             raise ValueError(
                 f"optimizers must be one optimizer or one per model ({count}), got "
-                f"{len(optimizers)}"
+                f"{len(run_optimizers)}"
             )
-        for i, o in enumerate(optimizers):
+        for i, o in enumerate(run_optimizers):
             _check_optimizer(o, f"optimizers[{i}]")
-        if not all(isinstance(o, OptimizerSpec) for o in optimizers):
-            if any(o is not optimizers[0] for o in optimizers):
+        if not all(isinstance(o, OptimizerSpec) for o in run_optimizers):
+            if any(o is not run_optimizers[0] for o in run_optimizers):
                 raise ValueError(
                     "per-run optimizers must be OptimizerSpecs of one family (plain optax "
                     "objects cannot carry per-run hyperparameters); pass one optax optimizer "
                     "for every run, or OptimizerSpecs"
                 )
-        elif any(o.family != optimizers[0].family for o in optimizers):
+        elif any(o.family != run_optimizers[0].family for o in run_optimizers):
             raise ValueError(
                 "the optimizers of a group must be of one family (same factory, same static "
-                f"arguments, same hyperparameter names); got {optimizers[0]!r} and "
-                f"{next(o for o in optimizers if o.family != optimizers[0].family)!r}"
+                f"arguments, same hyperparameter names); got {run_optimizers[0]!r} and "
+                f"{next(o for o in run_optimizers if o.family != run_optimizers[0].family)!r}"
             )
     return _train(
         models,
-        optimizers,
+        run_optimizers,
         data,
         group=True,
-        seeds=seeds,
+        seeds=run_seeds,
         strategy=strategy,
         epochs=epochs,
         batch_size=batch_size,
