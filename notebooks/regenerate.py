@@ -43,19 +43,30 @@ def notebook_paths(names: list[str] | None = None) -> list[pathlib.Path]:
 
 
 @contextmanager
-def user_environment() -> Iterator[None]:
-    """Temporarily removes the test-only variables, so the kernel starts as a user's would."""
-    saved = {k: os.environ.pop(k) for k in _NOT_A_USER_ENV if k in os.environ}
+def user_environment(extra: dict[str, str] | None = None) -> Iterator[None]:
+    """Temporarily removes the test-only variables (and sets ``extra``), for the kernel to start
+    as a user's would."""
+    names = set(_NOT_A_USER_ENV) | set(extra or {})
+    saved = {k: os.environ.pop(k) for k in names if k in os.environ}
+    os.environ.update(extra or {})
     try:
         yield
     finally:
+        for k in extra or {}:
+            os.environ.pop(k, None)
         os.environ.update(saved)
 
 
-def execute(path: pathlib.Path, *, timeout: int = 600) -> tuple[nbformat.NotebookNode, float]:
-    """Runs the notebook at ``path`` in a fresh kernel; returns it with outputs, and seconds."""
+def execute(
+    path: pathlib.Path, *, timeout: int = 600, env: dict[str, str] | None = None
+) -> tuple[nbformat.NotebookNode, float]:
+    """Runs the notebook at ``path`` in a fresh kernel; returns it with outputs, and seconds.
+
+    ``env`` adds variables to the kernel's environment (the tests set ``OPENBLAS_CORETYPE``
+    to run a notebook on another CPU's LAPACK kernels).
+    """
     notebook = nbformat.read(path, as_version=4)
-    with tempfile.TemporaryDirectory() as tmp, user_environment():
+    with tempfile.TemporaryDirectory() as tmp, user_environment(env):
         client = NotebookClient(
             notebook,
             timeout=timeout,

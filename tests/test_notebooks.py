@@ -5,13 +5,21 @@ the results and plots without running it. Each one is run here in a fresh kernel
 fails when it errors, takes over two minutes, or when what a reader sees in the committed file
 (printed text, results, number of figures per cell) differs from the fresh run: outputs that
 are missing or stale.
+
+What a notebook prints must not depend on the reader's CPU: each one also runs with another
+CPU's LAPACK kernels (``OPENBLAS_CORETYPE``, see tests/test_snippets.py) and must print the
+same; a number that is rounding-level by nature is printed as a bound.
 """
 
 import importlib.util
 import pathlib
+import sys
 
 import nbformat
 import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from test_snippets import second_coretype  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("regenerate", ROOT / "notebooks" / "regenerate.py")
@@ -43,4 +51,21 @@ def test_notebook_runs_and_its_committed_outputs_are_fresh(path):
         assert a == b, (
             f"{path.name}, code cell {i + 1}: the committed outputs are stale; {hint}.\n"
             f"committed: {a}\nfresh:     {b}"
+        )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_prints_the_same_on_another_cpu(path):
+    coretype, why = second_coretype()
+    if coretype is None:
+        pytest.skip(f"no second CPU to emulate: {why}")
+    committed = regenerate.output_summary(nbformat.read(path, as_version=4))
+    fresh, _ = regenerate.execute(path, timeout=300, env={"OPENBLAS_CORETYPE": coretype})
+    new = regenerate.output_summary(fresh)
+    for i, (a, b) in enumerate(zip(committed, new, strict=True)):
+        assert a == b, (
+            f"{path.name}, code cell {i + 1} prints other numbers with another CPU's LAPACK "
+            f"kernels (OPENBLAS_CORETYPE={coretype}; {why}): a reader on such a CPU would not "
+            "see what the notebook shows. Choose a better-conditioned setting, or print a "
+            f"rounding-level number as a bound.\ncommitted: {a}\nfresh:     {b}"
         )
