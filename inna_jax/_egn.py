@@ -381,7 +381,8 @@ def egn(
     (clip to ``lm_bounds`` only): on minibatches the ratio measured on the step's own batch is
     nearly always good, :math:`\lambda` falls to :math:`10^{-12}` and each step fits its batch
     exactly; on digits and mnist1d (MLP 32-64-32, batch 32) it ends at 10-20% test accuracy,
-    where the relative rule matches fixed-:math:`\lambda` EGN (README, EGN section).
+    where the relative rule matches fixed-:math:`\lambda` EGN (docs/reproducing.md, "EGN against
+    SGN, SGD and Adam").
 
     **Cost.** With ``momentum=0`` given as a Python number, the slope :math:`g^\top d` and the
     curvature :math:`\|S^\top J d\|^2/b` of the line search and of the LM rule come from the

@@ -244,8 +244,8 @@ def default_workers(mesh: Any = None) -> int:
     One more than the CPU's cores when JAX computes on a CPU in one process without a mesh:
     XLA:CPU runs a small step on about one core, and a group stops feeding its core whenever
     its thread compiles, traces or waits for an evaluation to come back, which the extra
-    group fills (on 2 cores the default ``figure2``'s first run takes 0.3 s less; README,
-    Performance). Otherwise 1: an accelerator already gets a whole group in one program, and
+    group fills (on 2 cores the default ``figure2``'s first run takes 0.3 s less;
+    docs/performance.md). Otherwise 1: an accelerator already gets a whole group in one program, and
     on a mesh or several hosts every process must launch its programs in the same order.
     """
     import jax
