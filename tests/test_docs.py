@@ -11,6 +11,9 @@ import pytest
 
 import inna_jax
 
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from test_snippets import cpu_hint, snippet_coretype  # noqa: E402
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PUBLIC_MODULES = [
     "inna_jax",
@@ -74,18 +77,40 @@ def test_top_level_exports_are_exactly_all():
     assert set(inna_jax.__all__) <= exported
 
 
-def test_docstring_examples_run():
-    """Runs every ``>>>`` example in the package, in a fresh process as a user would
-    (float32 defaults, one CPU device), with pytest's doctest collector."""
+#: the package's modules in groups of similar doctest time, so that xdist spreads them
+DOCTEST_GROUPS = {
+    "optimizers": sorted(str(p.relative_to(ROOT)) for p in (ROOT / "inna_jax").glob("*.py")),
+    "dynamics": ["inna_jax/dynamics"],
+    "train-data-models": ["inna_jax/train", "inna_jax/data", "inna_jax/models"],
+    "rl": ["inna_jax/rl"],
+    "reproduce": ["inna_jax/reproduce"],
+}
+
+
+def test_doctest_groups_cover_the_package():
+    covered = {pathlib.Path(entry).parts[1] for group in DOCTEST_GROUPS.values() for entry in group}
+    packages = {p.parent.name for p in (ROOT / "inna_jax").glob("*/__init__.py")}
+    files = {p.name for p in (ROOT / "inna_jax").glob("*.py")}
+    assert packages | files <= covered, sorted((packages | files) - covered)
+
+
+@pytest.mark.parametrize("group", list(DOCTEST_GROUPS))
+def test_docstring_examples_run(group):
+    """Runs the ``>>>`` examples of a part of the package, in a fresh process as a user would
+    (float32 defaults, one CPU device), with pytest's doctest collector, and with another CPU
+    family's LAPACK kernels, as the pages' snippets (tests/test_snippets.py)."""
+    coretype, why = snippet_coretype()
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_ENABLE_X64")}
     env["MPLBACKEND"] = "Agg"
+    if coretype is not None:
+        env["OPENBLAS_CORETYPE"] = coretype
     result = subprocess.run(
         [
             sys.executable,
             "-m",
             "pytest",
             "--doctest-modules",
-            "inna_jax",
+            *DOCTEST_GROUPS[group],
             "-q",
             "-p",
             "no:cacheprovider",
@@ -100,7 +125,9 @@ def test_docstring_examples_run():
         text=True,
         timeout=600,
     )
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert result.returncode == 0, (
+        result.stdout[-6000:] + result.stderr[-2000:] + cpu_hint(coretype, why)
+    )
     assert " passed" in result.stdout
 
 
