@@ -88,6 +88,15 @@ def test_license_is_the_apache_2_text_and_the_metadata_says_so():
     assert not any(c.startswith("License ::") for c in PROJECT["classifiers"])
 
 
+def test_the_metadata_links_the_papers_it_implements():
+    urls = importlib.metadata.metadata("inna_jax").get_all("Project-URL") or []
+    assert {url.split(", ", 1)[1] for url in urls} >= {
+        "https://arxiv.org/abs/1905.12278",
+        "https://arxiv.org/abs/2405.14402",
+        "https://arxiv.org/abs/2410.05871",
+    }, urls
+
+
 def test_the_package_says_it_is_typed():
     assert (ROOT / "inna_jax" / "py.typed").is_file()
     assert "py.typed" in PYPROJECT["tool"]["setuptools"]["package-data"]["inna_jax"]
