@@ -246,6 +246,11 @@ def _run(
 _SOLVER_ARGS = ("ts", "solver", "stepsize_controller", "dt0", "max_steps")
 
 
+def _solver_options(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The solver options (:data:`_SOLVER_ARGS`) among a solve function's arguments."""
+    return {name: arguments[name] for name in _SOLVER_ARGS}
+
+
 def solve_din(
     loss_fn: LossFn,
     theta0: Any,
@@ -315,11 +320,7 @@ def solve_din(
         {"alpha": alpha, "beta": beta, "initial_speed": speed},
         t0=0.0,
         t1=t1,
-        ts=ts,
-        solver=solver,
-        stepsize_controller=stepsize_controller,
-        dt0=dt0,
-        max_steps=max_steps,
+        **_solver_options(locals()),
     )
     return DinSolution(ts, theta, psi, num_steps)
 
@@ -377,11 +378,7 @@ def solve_gradient_flow(
         {"scale": scale},
         t0=0.0,
         t1=t1,
-        ts=ts,
-        solver=solver,
-        stepsize_controller=stepsize_controller,
-        dt0=dt0,
-        max_steps=max_steps,
+        **_solver_options(locals()),
     )
     return FlowSolution(ts, theta, num_steps)
 
@@ -456,11 +453,7 @@ def solve_heavy_ball(
         velocity0,
         t0=0.0,
         t1=t1,
-        ts=ts,
-        solver=solver,
-        stepsize_controller=stepsize_controller,
-        dt0=dt0,
-        max_steps=max_steps,
+        **_solver_options(locals()),
     )
     return SecondOrderSolution(ts, theta, velocity, num_steps)
 
@@ -545,10 +538,6 @@ def solve_nesterov(
         {"damping": damping},
         t0=t0,
         t1=t1,
-        ts=ts,
-        solver=solver,
-        stepsize_controller=stepsize_controller,
-        dt0=dt0,
-        max_steps=max_steps,
+        **_solver_options(locals()),
     )
     return SecondOrderSolution(ts, theta, velocity, num_steps)
