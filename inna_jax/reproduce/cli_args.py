@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections.abc import Sequence
 from typing import Any, NoReturn
 
 
@@ -123,6 +124,27 @@ def choice(choices: tuple[str, ...]):
 
     parse.__name__ = "choice"
     return parse
+
+
+def add_flags(parser: Any, flags: Sequence[tuple]) -> None:
+    """Adds one flag per row ``(flag, type, default, help)`` or ``(flag, type, default, help,
+    options)``, ``options`` a dict of further ``add_argument`` keywords (``nargs``, ...).
+
+    A command lists its flags as a table, in the order ``--help`` shows them.
+
+    Example:
+        >>> import argparse
+        >>> from inna_jax.reproduce.cli_args import add_flags, positive_int
+        >>> parser = argparse.ArgumentParser()
+        >>> add_flags(parser, [("--steps", positive_int, 10, "iterations"),
+        ...                    ("--sizes", positive_int, [1], "sizes", {"nargs": "+"})])
+        >>> vars(parser.parse_args(["--sizes", "2", "3"]))
+        {'steps': 10, 'sizes': [2, 3]}
+    """
+    for flag, kind, default, text, *more in flags:
+        parser.add_argument(
+            flag, type=kind, default=default, help=text, **(more[0] if more else {})
+        )
 
 
 def add_parallel_arguments(parser: argparse.ArgumentParser, *, groups: bool = False) -> None:

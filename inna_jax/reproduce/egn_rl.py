@@ -25,47 +25,31 @@ are those of the whole 5-seed program. The best learning rate per method is the 
 best mean final metric. The command prints self-describing tables (machine, load, jax
 version) and writes lqr_table.csv/json, lqr_curves.csv, lqr_curves.png, dqn_table.csv/json,
 dqn_curves.csv, dqn_returns.png and summary.json into --out.
+
+The experiments live in :mod:`inna_jax.reproduce.egn_rl_lqr` and
+:mod:`inna_jax.reproduce.egn_rl_dqn`, what they share in
+:mod:`inna_jax.reproduce.egn_rl_runs`; this module holds the settings, :func:`run` (settings
+-> runs -> tables -> plots) and the command's flags.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import math
-import os
-import platform
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-from flax import nnx
-
-import inna_jax
-from inna_jax import rl
-from inna_jax._extras import require
-from inna_jax.models import MLP
 from inna_jax.reproduce import cli_args
-
-LQR_METHODS = ("egn", "sgn", "sgd", "adam")
-DQN_METHODS = ("egn", "adam")
-LQR_MODELS = ("quadratic", "network")
-CLASSIC_ENVS = ("CartPole-v1", "Acrobot-v1")
-MINATAR_ENV = "Breakout-MinAtar"
-ENVS = (*CLASSIC_ENVS, MINATAR_ENV)
-LQR_HIDDEN = (32, 32)
-
-# DQN settings per environment (ours; the EGN paper's RL settings are not reproduced here)
-DQN_SETTINGS: dict[str, dict[str, Any]] = {
-    "CartPole-v1": {"hidden": (64, 64), "updates": 5_000, "gamma": 0.99},
-    "Acrobot-v1": {"hidden": (64, 64), "updates": 5_000, "gamma": 0.99},
-    "Breakout-MinAtar": {"hidden": (64, 64), "updates": 10_000, "gamma": 0.99},
-}
+from inna_jax.reproduce.egn_rl_dqn import CLASSIC_ENVS as CLASSIC_ENVS
+from inna_jax.reproduce.egn_rl_dqn import DQN_METHODS as DQN_METHODS
+from inna_jax.reproduce.egn_rl_dqn import DQN_SETTINGS as DQN_SETTINGS
+from inna_jax.reproduce.egn_rl_dqn import ENVS as ENVS
+from inna_jax.reproduce.egn_rl_dqn import MINATAR_ENV as MINATAR_ENV
+from inna_jax.reproduce.egn_rl_lqr import LQR_HIDDEN as LQR_HIDDEN
+from inna_jax.reproduce.egn_rl_lqr import LQR_METHODS as LQR_METHODS
+from inna_jax.reproduce.egn_rl_lqr import LQR_MODELS as LQR_MODELS
+from inna_jax.reproduce.files import write_csv, write_json, write_table
+from inna_jax.reproduce.machine import describe, machine_description
 
 DEFAULTS: dict[str, Any] = {
     "lqr_steps": 2_000,
@@ -87,536 +71,6 @@ DEFAULTS: dict[str, Any] = {
     "dqn_learning_starts": 1_000,
     "dqn_chunks": 20,
 }
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def machine_description() -> dict[str, Any]:
-    """The machine, its load and the software versions, for self-describing tables."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        load = float("nan")
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "load_1min": round(load, 2),
-        "devices": [str(d) for d in jax.devices()],
-        "jax": jax.__version__,
-        "optax": optax.__version__,
-        "python": platform.python_version(),
-    }
-
-
-def _describe(machine: dict[str, Any]) -> str:
-    return (
-        f"machine: {machine['cpu']}, {machine['cores']} cores, 1-min load "
-        f"{machine['load_1min']}, devices {', '.join(machine['devices'])}; "
-        f"jax {machine['jax']}, optax {machine['optax']}"
-    )
-
-
-def _stack(trees: list[Any]) -> Any:
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
-
-
-def _scalar(value: float) -> jax.Array:
-    return jnp.asarray(value, jnp.zeros(()).dtype)
-
-
-def _run_chunks(compiled, state, args: tuple, chunks: int, evaluate) -> dict[str, list]:
-    """Calls ``compiled(state, *args)`` ``chunks`` times; times each call (evaluation apart)."""
-    seconds, records = [0.0], [evaluate(state, None)]
-    for _ in range(chunks):
-        start = time.perf_counter()
-        state, out = compiled(state, *args)
-        jax.block_until_ready(state)
-        seconds.append(seconds[-1] + time.perf_counter() - start)
-        records.append(evaluate(state, out))
-    return {"seconds": seconds, "records": records}
-
-
-def _worse(a: float, b: float, maximize: bool) -> bool:
-    """Is score ``a`` worse than ``b``? (non-finite is worst)."""
-    if not math.isfinite(a):
-        return True
-    if not math.isfinite(b):
-        return False
-    return a < b if maximize else a > b
-
-
-def _forward_fill(values: np.ndarray) -> np.ndarray:
-    """Fills NaN rows (chunks in which no episode ended) with the previous row's values."""
-    values = values.copy()
-    for i in range(1, len(values)):
-        values[i] = np.where(np.isfinite(values[i]), values[i], values[i - 1])
-    return values
-
-
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def _band_plot(ax, xs, ys, label, *, log=False):
-    """Mean line and, with several seeds, a min-max band; ``ys`` is (seeds, points).
-
-    Points where no seed has a value (no episode ended yet) are left out.
-    """
-    ys = np.asarray(ys, float)
-    keep = np.any(np.isfinite(ys), axis=0)
-    xs, ys = np.asarray(xs, float)[keep], ys[:, keep]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a seed without a value yet
-        mean, low, high = np.nanmean(ys, 0), np.nanmin(ys, 0), np.nanmax(ys, 0)
-    (line,) = ax.plot(xs, mean, label=label)
-    if ys.shape[0] > 1:
-        ax.fill_between(xs, low, high, alpha=0.2, color=line.get_color())
-    if log:
-        ax.set_yscale("log")
-
-
-# --------------------------------------------------------------------------- LQR
-
-
-def _lqr_model(kind: str, n: int):
-    """``(value_fn, init(seed))`` for quadratic features or the tanh MLP."""
-    if kind == "quadratic":
-
-        def value_fn(theta, x):  # pyright: ignore[reportRedeclaration]
-            return rl.quadratic_features(x) @ theta
-
-        def init(seed):
-            return jnp.zeros(n * (n + 1) // 2 + 1)
-
-        return value_fn, init
-
-    def build(seed):
-        return MLP(n, LQR_HIDDEN, 1, activation=nnx.tanh, rngs=nnx.Rngs(seed))
-
-    graphdef, _ = nnx.split(build(0), nnx.Param)
-
-    def value_fn(params, x):
-        return nnx.merge(graphdef, params)(x)[:, 0]
-
-    return value_fn, lambda seed: nnx.state(build(seed), nnx.Param)
-
-
-def _optimizer(method: str, lr, value_fn, egn_regularizer: float):
-    if method == "egn":
-        return inna_jax.egn(value_fn, "mse", learning_rate=lr, regularizer=egn_regularizer)
-    if method == "sgn":  # the EGN paper's SGN baseline: 10 CG iterations, damping 1e-3, Armijo
-        return inna_jax.sgn(value_fn, "mse", learning_rate=lr, regularizer=1e-3)
-    if method == "sgd":
-        return optax.sgd(lr)
-    if method == "adam":
-        return optax.adam(lr)
-    raise ValueError(f"unknown method {method!r}; expected one of {LQR_METHODS}")
-
-
-def run_lqr(
-    *,
-    seeds: int,
-    steps: int,
-    first_order_factor: int,
-    batch_size: int,
-    target_periods: tuple[int, ...],
-    chunks: int,
-    grids: dict[str, tuple[float, ...]],
-    egn_regularizer: float,
-    models: tuple[str, ...] = LQR_MODELS,
-    methods: tuple[str, ...] = LQR_METHODS,
-    problem_seed: int = 0,
-    quiet: bool = True,
-) -> tuple[list[dict], list[dict], dict[str, Any]]:
-    """Fitted-TD LQR policy evaluation for every model, method, learning rate and target period.
-
-    EGN and SGN take ``steps`` steps; SGD and Adam, whose steps are several times cheaper,
-    take ``first_order_factor * steps``, so that every curve covers a similar wall-clock span.
-    Every run is evaluated every ``steps // chunks`` steps. The target period is tuned with
-    the learning rate: a method that fits each regression in a few steps (EGN) can refresh
-    its targets often, while first-order methods need long periods to stay stable.
-
-    Returns:
-        ``(table_rows, curve_rows, extra)``: one table row per (model, method) at its best
-        (learning rate, target period), one curve row per (model, method, lr, period, seed,
-        point), and the problem's description (``P``, ``c``) for the summary.
-    """
-    problem = rl.make_lqr(problem_seed)
-    n = problem.A.shape[0]
-    p_true, c_true = rl.lqr_value(problem)
-    p_true_j = jnp.asarray(p_true, problem.A.dtype)
-    x_test = jax.random.normal(jax.random.key(10_000), (1000, n), problem.A.dtype)
-    v_test = jnp.einsum("bi,ij,bj->b", x_test, p_true_j, x_test) + c_true
-    seed_list = list(range(seeds))
-    table, curves = [], []
-    for model in models:
-        value_fn, init_params = _lqr_model(model, n)
-        params0 = _stack([init_params(s) for s in seed_list])
-        keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(1), s))(jnp.arange(seeds))
-
-        if model == "quadratic":
-
-            def error(params):  # pyright: ignore[reportRedeclaration]
-                p_hat, _ = rl.quadratic_matrix(params, n)
-                return jnp.linalg.norm(p_hat - p_true_j) / jnp.linalg.norm(p_true_j)
-
-        else:
-
-            def error(params, value_fn=value_fn):
-                diff = value_fn(params, x_test) - v_test
-                return jnp.sqrt(jnp.mean(diff**2) / jnp.mean(v_test**2))
-
-        error_all = jax.jit(jax.vmap(lambda st: error(st.params)))
-
-        per_chunk = max(1, steps // chunks)
-        for method in methods:
-            method_steps = steps * (first_order_factor if method in ("sgd", "adam") else 1)
-            num_chunks = max(1, method_steps // per_chunk)
-
-            def make_tx(lr, method=method, value_fn=value_fn):
-                return _optimizer(method, lr, value_fn, egn_regularizer)
-
-            def chunk(state, lr, period, make_tx=make_tx, value_fn=value_fn, n=per_chunk):
-                return jax.vmap(
-                    lambda st: rl.td_policy_evaluation(
-                        st,
-                        value_fn,
-                        make_tx(lr),
-                        problem,
-                        steps=n,
-                        batch_size=batch_size,
-                        target_period=period,
-                    )
-                )(state)
-
-            init = jax.jit(
-                jax.vmap(
-                    lambda p, k, lr, make_tx=make_tx: rl.td_init(p, make_tx(lr), k),
-                    in_axes=(0, 0, None),
-                )  # fmt: skip
-            )
-            state0 = init(params0, keys, _scalar(grids[method][0]))
-            start = time.perf_counter()
-            period0 = jnp.asarray(1, jnp.int32)
-            compiled = jax.jit(chunk).lower(state0, _scalar(1.0), period0).compile()
-            compile_s = time.perf_counter() - start
-            best: Any = None
-            for lr in grids[method]:
-                for period in target_periods:
-                    state = init(params0, keys, _scalar(lr))
-                    args = (_scalar(lr), jnp.asarray(period, jnp.int32))
-                    result = _run_chunks(
-                        compiled, state, args, num_chunks,
-                        lambda st, _out, f=error_all: np.asarray(f(st)),
-                    )  # fmt: skip
-                    errors = np.array(result["records"])  # (points, seeds)
-                    for i, (sec, errs) in enumerate(zip(result["seconds"], errors, strict=True)):
-                        for s, e in enumerate(errs):
-                            curves.append(
-                                {"model": model, "method": method, "learning_rate": lr,
-                                 "target_period": period, "seed": s, "step": i * per_chunk,
-                                 "seconds": sec, "error": float(e)}
-                            )  # fmt: skip
-                    final = errors[-1]
-                    score = float(np.mean(final)) if np.all(np.isfinite(final)) else float("nan")
-                    if best is None or _worse(best[0], score, maximize=False):
-                        best = (score, lr, period, errors, result["seconds"])
-                    if not quiet:
-                        print(
-                            f"  lqr {model:<9} {method:<4} lr={lr:<8g} target every "
-                            f"{period:<5d} final error {score:.4g}"
-                        )
-            score, lr, period, errors, seconds = best
-            mean_curve = np.mean(errors, axis=1)
-            reach = np.nonzero(mean_curve <= 0.1)[0]
-            table.append(
-                {
-                    "model": model,
-                    "metric": "rel. error of P" if model == "quadratic" else "rel. value error",
-                    "method": method.upper(),
-                    "learning_rate": lr,
-                    "target_period": period,
-                    "final_mean": score,
-                    "final_min": float(np.min(errors[-1])),
-                    "final_max": float(np.max(errors[-1])),
-                    "steps_to_0.1": int(reach[0] * per_chunk) if reach.size else None,
-                    "seconds_to_0.1": float(seconds[reach[0]]) if reach.size else None,
-                    "seconds": float(seconds[-1]),
-                    "steps": num_chunks * per_chunk,
-                    "compile_seconds": compile_s,
-                }
-            )
-    extra = {"P": p_true.tolist(), "c": c_true, "state_dim": n, "gamma": float(problem.gamma)}
-    return table, curves, extra
-
-
-def _plot_lqr(path: Path, curves: list[dict], table: list[dict], title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    models = list(dict.fromkeys(r["model"] for r in table))
-    fig, axes = plt.subplots(len(models), 2, figsize=(12, 3.5 * len(models) + 0.6), squeeze=False)
-    for row, model in enumerate(models):
-        for best in (r for r in table if r["model"] == model):
-            method, lr = best["method"].lower(), best["learning_rate"]
-            period = best["target_period"]
-            rows = [
-                c for c in curves
-                if c["model"] == model and c["method"] == method and c["learning_rate"] == lr
-                and c["target_period"] == period
-            ]  # fmt: skip
-            seeds = sorted({c["seed"] for c in rows})
-            steps = sorted({c["step"] for c in rows})
-            err = np.array([[c["error"] for c in rows if c["seed"] == s] for s in seeds])
-            secs = np.array([c["seconds"] for c in rows if c["seed"] == seeds[0]])
-            label = f"{best['method']} (lr={lr:g}, T={period})"
-            _band_plot(axes[row, 0], steps, err, label, log=True)
-            _band_plot(axes[row, 1], secs, err, label, log=True)
-        ylabel = (
-            r"$\|\hat P - P\|_F / \|P\|_F$ (quadratic features)"
-            if model == "quadratic"
-            else "relative RMS value error (MLP 32-32, held-out states)"
-        )
-        for col in range(2):
-            axes[row, col].set_ylabel(ylabel, fontsize=8)
-            axes[row, col].grid(alpha=0.3)
-        axes[row, 0].set_xlabel("optimizer steps")
-        axes[row, 1].set_xlabel("wall-clock seconds (all seeds, one vmapped program)")
-        axes[row, 1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-# --------------------------------------------------------------------------- DQN
-
-
-def _make_env(name: str):
-    require("rl", "the DQN of inna-jax egn-rl")
-    import gymnax
-
-    return gymnax.make(name)
-
-
-def run_dqn(
-    *,
-    env_name: str,
-    seeds: int,
-    updates: int,
-    config: rl.DQNConfig,
-    hidden: tuple[int, ...],
-    grids: dict[str, tuple[float, ...]],
-    egn_regularizer: float,
-    chunks: int,
-    methods: tuple[str, ...] = DQN_METHODS,
-    quiet: bool = True,
-) -> tuple[list[dict], list[dict]]:
-    """DQN with EGN and Adam on one gymnax environment, every learning rate, all seeds.
-
-    Returns:
-        ``(table_rows, curve_rows)``.
-    """
-    env, env_params = _make_env(env_name)
-    obs_shape = env.observation_space(env_params).shape
-    num_actions = env.action_space(env_params).n
-    in_features = int(np.prod(obs_shape))
-
-    def build(seed):
-        return MLP(in_features, hidden, num_actions, rngs=nnx.Rngs(seed))
-
-    graphdef, _ = nnx.split(build(0), nnx.Param)
-
-    def q_fn(params, obs):
-        return nnx.merge(graphdef, params)(obs)
-
-    predict_fn = rl.chosen_action_value(q_fn, obs_shape, num_actions)
-    params0 = _stack([nnx.state(build(s), nnx.Param) for s in range(seeds)])
-    keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(2), s))(jnp.arange(seeds))
-    per_chunk = max(1, updates // chunks)
-    chunks = updates // per_chunk
-    transitions_per_update = config.num_envs * config.env_steps_per_update
-    start_steps = -(-config.learning_starts // config.num_envs) * config.num_envs
-    table, curves = [], []
-    for method in methods:
-
-        def make_tx(lr, method=method):
-            if method == "egn":
-                return inna_jax.egn(
-                    predict_fn, "mse", learning_rate=lr, regularizer=egn_regularizer
-                )
-            return optax.adam(lr)
-
-        def chunk(state, lr, make_tx=make_tx):
-            return jax.vmap(
-                lambda st: rl.dqn_train(
-                    st, env, env_params, q_fn, make_tx(lr), config, num_updates=per_chunk
-                )
-            )(state)
-
-        init = jax.jit(
-            jax.vmap(
-                lambda k, p, lr, make_tx=make_tx: rl.dqn_init(
-                    k, env, env_params, p, make_tx(lr), config
-                ),
-                in_axes=(0, 0, None),
-            )
-        )
-        state0 = init(keys, params0, _scalar(grids[method][0]))
-        start = time.perf_counter()
-        compiled = jax.jit(chunk).lower(state0, _scalar(1.0)).compile()
-        compile_s = time.perf_counter() - start
-
-        def evaluate(state, out):
-            if out is None:
-                return np.full(seeds, np.nan), np.full(seeds, np.nan)
-            returns = np.asarray(out.return_sum).sum(axis=1)
-            episodes = np.asarray(out.episodes).sum(axis=1)
-            mean = np.where(episodes > 0, returns / np.maximum(episodes, 1), np.nan)
-            return mean, np.asarray(out.loss).mean(axis=1)
-
-        best: Any = None
-        for lr in grids[method]:
-            state = init(keys, params0, _scalar(lr))
-            result = _run_chunks(compiled, state, (_scalar(lr),), chunks, evaluate)
-            returns = _forward_fill(np.array([r[0] for r in result["records"][1:]]))
-            losses = np.array([r[1] for r in result["records"][1:]])
-            env_steps = start_steps + np.arange(1, chunks + 1) * per_chunk * transitions_per_update
-            for i in range(chunks):
-                for s in range(seeds):
-                    curves.append(
-                        {"env": env_name, "method": method, "learning_rate": lr, "seed": s,
-                         "updates": (i + 1) * per_chunk, "env_steps": int(env_steps[i]),
-                         "seconds": result["seconds"][i + 1],
-                         "episode_return": float(returns[i, s]), "td_loss": float(losses[i, s])}
-                    )  # fmt: skip
-            tail = max(1, chunks // 10)  # the last 10% of training
-            final = returns[-tail:].mean(axis=0)  # per seed; NaN if no episode ever ended
-            score = float(np.mean(final)) if np.all(np.isfinite(final)) else float("nan")
-            if best is None or _worse(best[0], score, maximize=True):
-                best = (score, lr, final, returns, result["seconds"])
-            if not quiet:
-                print(f"  dqn {env_name:<16} {method:<4} lr={lr:<8g} final return {score:.1f}")
-        score, lr, final, returns, seconds = best
-        table.append(
-            {
-                "env": env_name,
-                "method": method.upper(),
-                "learning_rate": lr,
-                "final_return_mean": score,
-                "final_return_min": float(np.min(final)),
-                "final_return_max": float(np.max(final)),
-                "mean_return_over_training": float(np.nanmean(returns)),
-                "env_steps": int(start_steps + chunks * per_chunk * transitions_per_update),
-                "updates": chunks * per_chunk,
-                "seconds": float(seconds[-1]),
-                "compile_seconds": compile_s,
-            }
-        )
-    return table, curves
-
-
-def _plot_dqn(path: Path, curves: list[dict], table: list[dict], title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    envs = list(dict.fromkeys(r["env"] for r in table))
-    fig, axes = plt.subplots(len(envs), 2, figsize=(12, 3.6 * len(envs) + 0.6), squeeze=False)
-    for row, env_name in enumerate(envs):
-        for best in (r for r in table if r["env"] == env_name):
-            method, lr = best["method"].lower(), best["learning_rate"]
-            rows = [
-                c for c in curves
-                if c["env"] == env_name and c["method"] == method and c["learning_rate"] == lr
-            ]  # fmt: skip
-            seeds = sorted({c["seed"] for c in rows})
-            steps = sorted({c["env_steps"] for c in rows})
-            ret = np.array([[c["episode_return"] for c in rows if c["seed"] == s] for s in seeds])
-            secs = [c["seconds"] for c in rows if c["seed"] == seeds[0]]
-            label = f"{best['method']} (lr={lr:g})"
-            _band_plot(axes[row, 0], steps, ret, label)
-            _band_plot(axes[row, 1], secs, ret, label)
-        for col in range(2):
-            axes[row, col].set_ylabel(f"{env_name}\nepisode return (training)")
-            axes[row, col].grid(alpha=0.3)
-        axes[row, 0].set_xlabel("environment steps")
-        axes[row, 1].set_xlabel("wall-clock seconds (all seeds, one vmapped program; log)")
-        axes[row, 1].set_xscale("log")
-        # labels on the decades only: minor-tick labels overlapped on short ranges
-        axes[row, 1].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        axes[row, 1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-# --------------------------------------------------------------------------- tables
-
-
-def _fmt(value, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def format_lqr_table(rows: list[dict]) -> str:
-    """The LQR table as fixed-width text."""
-    head = (
-        f"{'model':<10}{'method':<7}{'lr':>8}{'T':>6}{'final error (min-max)':>32}"
-        f"{'steps to 0.1':>14}{'s to 0.1':>10}{'seconds':>9}{'compile s':>11}"
-    )
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        final = f"{r['final_mean']:.3e} ({r['final_min']:.2e}-{r['final_max']:.2e})"
-        lines.append(
-            f"{r['model']:<10}{r['method']:<7}{r['learning_rate']:>8g}{r['target_period']:>6d}"
-            f"{final:>32}"
-            f"{_fmt(r['steps_to_0.1'], 'd'):>14}{_fmt(r['seconds_to_0.1'], '.2f'):>10}"
-            f"{r['seconds']:>9.2f}{r['compile_seconds']:>11.1f}"
-        )
-    return "\n".join(lines)
-
-
-def format_dqn_table(rows: list[dict]) -> str:
-    """The DQN table as fixed-width text."""
-    head = (
-        f"{'env':<18}{'method':<7}{'lr':>8}{'final return (min-max)':>28}"
-        f"{'mean over training':>20}{'env steps':>11}{'seconds':>9}{'compile s':>11}"
-    )
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        final = (
-            f"{r['final_return_mean']:.1f} ({r['final_return_min']:.1f} to "
-            f"{r['final_return_max']:.1f})"
-        )
-        lines.append(
-            f"{r['env']:<18}{r['method']:<7}{r['learning_rate']:>8g}{final:>28}"
-            f"{r['mean_return_over_training']:>20.1f}{r['env_steps']:>11d}"
-            f"{r['seconds']:>9.1f}{r['compile_seconds']:>11.1f}"
-        )
-    return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------- run
 
 
 def run(
@@ -689,169 +143,166 @@ def run(
     import scipy.linalg.cython_lapack  # noqa: F401  (jaxlib's LAPACK: see inna_jax.reproduce.egn)
     from threadpoolctl import threadpool_limits
 
+    s = dict(locals())
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     machine = machine_description()
-    print(_describe(machine))
+    print(describe(machine))
     summary: dict[str, Any] = {"machine": machine, "seeds": seeds}
     result: dict[str, Any] = {"machine": machine}
     start = time.perf_counter()
     # one LAPACK thread: OpenBLAS's threaded Cholesky spins on a busy machine (see inna_jax.egn)
     with threadpool_limits(limits=blas_threads, user_api="blas"):
         if "lqr" in experiments:
-            grids = {"egn": lqr_egn_lr, "sgn": lqr_sgn_lr, "sgd": lqr_sgd_lr, "adam": lqr_adam_lr}
-            table, curves, extra = run_lqr(
-                seeds=seeds,
-                steps=lqr_steps,
-                first_order_factor=lqr_first_order_factor,
-                batch_size=lqr_batch_size,
-                target_periods=tuple(lqr_target_periods),
-                chunks=lqr_chunks,
-                grids=grids,
-                egn_regularizer=egn_regularizer,
-                models=tuple(lqr_models),
-                methods=tuple(lqr_methods),
-                quiet=quiet,
-            )
-            title = (
-                f"LQR policy evaluation by fitted TD (n=4, m=2, gamma=0.9, noise 0.1): batch "
-                f"{lqr_batch_size}, target every {'/'.join(map(str, lqr_target_periods))} "
-                f"steps (tuned), EGN lambda="
-                f"{egn_regularizer:g}, SGN 10 CG/damping 1e-3/Armijo\nSGD/Adam run "
-                f"{lqr_first_order_factor}x the steps of EGN/SGN; best lr per method; "
-                f"mean and min-max over {seeds} seeds"
-            )
-            print("\nLQR policy evaluation (fitted TD): final relative error at the best lr")
-            print(format_lqr_table(table))
-            _plot_lqr(out / "lqr_curves.png", curves, table, title)
-            _write_csv(out / "lqr_table.csv", table)
-            (out / "lqr_table.json").write_text(json.dumps(table, indent=2) + "\n")
-            _write_csv(out / "lqr_curves.csv", curves)
-            summary["lqr"] = {
-                "steps": lqr_steps,
-                "first_order_factor": lqr_first_order_factor,
-                "batch_size": lqr_batch_size,
-                "target_periods": list(lqr_target_periods),
-                "grids": {k: list(v) for k, v in grids.items()},
-                "egn_regularizer": egn_regularizer,
-                "sgn": {"regularizer": 1e-3, "cg_iterations": 10, "line_search": True},
-                "network_hidden": list(LQR_HIDDEN),
-                **extra,
-            }
-            result["lqr"] = table
+            result["lqr"], summary["lqr"] = _lqr_experiment(out, s)
         if "dqn" in experiments:
-            table, curves = [], []
-            config_used = {}
-            for env_name in envs:
-                settings = DQN_SETTINGS[env_name]
-                updates: Any = (dqn_updates or {}).get(env_name, settings["updates"])
-                config = rl.DQNConfig(
-                    num_envs=dqn_num_envs,
-                    buffer_size=dqn_buffer_size,
-                    batch_size=dqn_batch_size,
-                    gamma=settings["gamma"],
-                    env_steps_per_update=1,
-                    learning_starts=dqn_learning_starts,
-                    target_period=dqn_target_period,
-                    epsilon_start=1.0,
-                    epsilon_end=0.05,
-                    epsilon_decay_updates=max(1, updates // 2),
-                )
-                rows, env_curves = run_dqn(
-                    env_name=env_name,
-                    seeds=seeds,
-                    updates=updates,
-                    config=config,
-                    hidden=settings["hidden"],
-                    grids={"egn": dqn_egn_lr, "adam": dqn_adam_lr},
-                    egn_regularizer=egn_regularizer,
-                    chunks=dqn_chunks,
-                    methods=tuple(dqn_methods),
-                    quiet=quiet,
-                )
-                table += rows
-                curves += env_curves
-                config_used[env_name] = config._asdict() | {
-                    "hidden": list(settings["hidden"]),
-                    "updates": updates,
-                }
-            title = (
-                f"DQN on gymnax: MLP Q-network, {dqn_num_envs} envs, batch {dqn_batch_size}, "
-                f"buffer {dqn_buffer_size}, target every {dqn_target_period} updates, "
-                f"eps 1->0.05 over half the updates,\nEGN lambda={egn_regularizer:g}, MSE on "
-                f"the chosen action's Q; best lr per method; mean and min-max over {seeds} seeds"
-            )
-            print("\nDQN: training episode return at the best lr (final = last 10% of training)")
-            print(format_dqn_table(table))
-            _plot_dqn(out / "dqn_returns.png", curves, table, title)
-            _write_csv(out / "dqn_table.csv", table)
-            (out / "dqn_table.json").write_text(json.dumps(table, indent=2) + "\n")
-            _write_csv(out / "dqn_curves.csv", curves)
-            summary["dqn"] = {
-                "envs": config_used,
-                "grids": {"egn": list(dqn_egn_lr), "adam": list(dqn_adam_lr)},
-                "egn_regularizer": egn_regularizer,
-            }
-            result["dqn"] = table
+            result["dqn"], summary["dqn"] = _dqn_experiment(out, s)
     summary["wall_seconds"] = time.perf_counter() - start
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(out / "summary.json", summary)
     print(f"\nwrote {out}/ in {summary['wall_seconds']:.0f} s")
     return result
 
 
+def _lqr_experiment(out: Path, s: dict[str, Any]) -> tuple[list[dict], dict[str, Any]]:
+    """LQR runs -> table -> plot and files; the table and the summary's part."""
+    from inna_jax.reproduce.egn_rl_lqr import format_lqr_table, plot_lqr, run_lqr
+
+    grids = {m: s[f"lqr_{m}_lr"] for m in ("egn", "sgn", "sgd", "adam")}
+    table, curves, extra = run_lqr(
+        seeds=s["seeds"],
+        steps=s["lqr_steps"],
+        first_order_factor=s["lqr_first_order_factor"],
+        batch_size=s["lqr_batch_size"],
+        target_periods=tuple(s["lqr_target_periods"]),
+        chunks=s["lqr_chunks"],
+        grids=grids,
+        egn_regularizer=s["egn_regularizer"],
+        models=tuple(s["lqr_models"]),
+        methods=tuple(s["lqr_methods"]),
+        quiet=s["quiet"],
+    )
+    title = (
+        f"LQR policy evaluation by fitted TD (n=4, m=2, gamma=0.9, noise 0.1): batch "
+        f"{s['lqr_batch_size']}, target every {'/'.join(map(str, s['lqr_target_periods']))} "
+        f"steps (tuned), EGN lambda="
+        f"{s['egn_regularizer']:g}, SGN 10 CG/damping 1e-3/Armijo\nSGD/Adam run "
+        f"{s['lqr_first_order_factor']}x the steps of EGN/SGN; best lr per method; "
+        f"mean and min-max over {s['seeds']} seeds"
+    )
+    print("\nLQR policy evaluation (fitted TD): final relative error at the best lr")
+    print(format_lqr_table(table))
+    plot_lqr(out / "lqr_curves.png", curves, table, title)
+    write_table(out, "lqr_table", table)
+    write_csv(out / "lqr_curves.csv", curves)
+    return table, {
+        "steps": s["lqr_steps"],
+        "first_order_factor": s["lqr_first_order_factor"],
+        "batch_size": s["lqr_batch_size"],
+        "target_periods": list(s["lqr_target_periods"]),
+        "grids": {k: list(v) for k, v in grids.items()},
+        "egn_regularizer": s["egn_regularizer"],
+        "sgn": {"regularizer": 1e-3, "cg_iterations": 10, "line_search": True},
+        "network_hidden": list(LQR_HIDDEN),
+        **extra,
+    }
+
+
+def _dqn_experiment(out: Path, s: dict[str, Any]) -> tuple[list[dict], dict[str, Any]]:
+    """DQN runs per environment -> table -> plot and files; the table and the summary's part."""
+    from inna_jax.reproduce.egn_rl_dqn import dqn_config, format_dqn_table, plot_dqn, run_dqn
+
+    table, curves, config_used = [], [], {}
+    grids = {"egn": s["dqn_egn_lr"], "adam": s["dqn_adam_lr"]}
+    for env_name in s["envs"]:
+        settings = DQN_SETTINGS[env_name]
+        updates: Any = (s["dqn_updates"] or {}).get(env_name, settings["updates"])
+        config = dqn_config(env_name, updates, s)
+        rows, env_curves = run_dqn(
+            env_name=env_name,
+            seeds=s["seeds"],
+            updates=updates,
+            config=config,
+            hidden=settings["hidden"],
+            grids=grids,
+            egn_regularizer=s["egn_regularizer"],
+            chunks=s["dqn_chunks"],
+            methods=tuple(s["dqn_methods"]),
+            quiet=s["quiet"],
+        )
+        table += rows
+        curves += env_curves
+        config_used[env_name] = config._asdict() | {
+            "hidden": list(settings["hidden"]),
+            "updates": updates,
+        }
+    title = (
+        f"DQN on gymnax: MLP Q-network, {s['dqn_num_envs']} envs, batch {s['dqn_batch_size']}, "
+        f"buffer {s['dqn_buffer_size']}, target every {s['dqn_target_period']} updates, "
+        f"eps 1->0.05 over half the updates,\nEGN lambda={s['egn_regularizer']:g}, MSE on "
+        f"the chosen action's Q; best lr per method; mean and min-max over {s['seeds']} seeds"
+    )
+    print("\nDQN: training episode return at the best lr (final = last 10% of training)")
+    print(format_dqn_table(table))
+    plot_dqn(out / "dqn_returns.png", curves, table, title)
+    write_table(out, "dqn_table", table)
+    write_csv(out / "dqn_curves.csv", curves)
+    return table, {
+        "envs": config_used,
+        "grids": {"egn": list(s["dqn_egn_lr"]), "adam": list(s["dqn_adam_lr"])},
+        "egn_regularizer": s["egn_regularizer"],
+    }
+
+
 # --------------------------------------------------------------------------- CLI
+
+_pint, _pfloat = cli_args.positive_int, cli_args.positive_float
+_D = DEFAULTS
+_LQR_FLAGS = (
+    ("--lqr-steps", _pint, _D["lqr_steps"], "fitted-TD steps (EGN, SGN)"),
+    ("--lqr-first-order-factor", _pint, _D["lqr_first_order_factor"],
+     "SGD and Adam take this many times --lqr-steps (their steps are cheaper)"),
+    ("--lqr-batch-size", _pint, _D["lqr_batch_size"], "transitions per step"),
+    ("--lqr-target-periods", _pint, list(_D["lqr_target_periods"]),
+     "steps between TD target refreshes, each tried with every learning rate", {"nargs": "+"}),
+    ("--lqr-chunks", _pint, _D["lqr_chunks"], "timed chunks (curve points) per run"),
+    ("--lqr-models", cli_args.choice(LQR_MODELS), list(LQR_MODELS),
+     "value models: quadratic features and/or the MLP", {"nargs": "+"}),
+    ("--lqr-methods", cli_args.choice(LQR_METHODS), list(LQR_METHODS), "optimizers compared",
+     {"nargs": "+"}),
+    *((f"--lqr-{m}-lr", _pfloat, list(_D[f"lqr_{m}_lr"]), f"{name} learning rates tried",
+       {"nargs": "+"})
+      for m, name in (("egn", "EGN"), ("sgn", "SGN"), ("sgd", "SGD"), ("adam", "Adam"))),
+)  # fmt: skip
+_DQN_FLAGS = (
+    ("--dqn-updates", _pint, None,
+     "updates per environment (default: 5000 for CartPole/Acrobot, 10000 for MinAtar)"),
+    ("--dqn-egn-lr", _pfloat, list(_D["dqn_egn_lr"]), "EGN learning rates tried", {"nargs": "+"}),
+    ("--dqn-adam-lr", _pfloat, list(_D["dqn_adam_lr"]), "Adam learning rates tried",
+     {"nargs": "+"}),
+    ("--dqn-methods", cli_args.choice(DQN_METHODS), list(DQN_METHODS), "optimizers compared",
+     {"nargs": "+"}),
+    ("--dqn-batch-size", _pint, _D["dqn_batch_size"],
+     "replay batch per update (EGN's system size)"),
+    ("--dqn-num-envs", _pint, _D["dqn_num_envs"], "environments stepped in parallel"),
+    ("--dqn-buffer-size", _pint, _D["dqn_buffer_size"], "replay capacity (transitions)"),
+    ("--dqn-target-period", _pint, _D["dqn_target_period"],
+     "updates between target-network copies"),
+    ("--dqn-learning-starts", _pint, _D["dqn_learning_starts"],
+     "random transitions before the first update"),
+    ("--dqn-chunks", _pint, _D["dqn_chunks"], "timed chunks (curve points) per run"),
+)  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``inna-jax egn-rl``; a bad flag exits with status 2 and one line naming it."""
-    _positive_int, _positive_float = cli_args.positive_int, cli_args.positive_float
-    d = DEFAULTS
     parser.add_argument("--out", default="out/egn_rl", help="output folder (CSV, JSON, PNG)")
-    parser.add_argument(
-        "--experiments", nargs="+", type=cli_args.choice(("lqr", "dqn")), default=["lqr", "dqn"],
-        help="which experiments to run",
-    )  # fmt: skip
-    parser.add_argument(
-        "--seeds", type=_positive_int, default=5, help="seeds per method and learning rate"
-    )
-    parser.add_argument(
-        "--egn-regularizer", type=_positive_float, default=d["egn_regularizer"],
-        help="EGN's lambda (both experiments)",
-    )  # fmt: skip
-    lqr = parser.add_argument_group("LQR policy evaluation")
-    lqr.add_argument(
-        "--lqr-steps", type=_positive_int, default=d["lqr_steps"], help="fitted-TD steps (EGN, SGN)"
-    )
-    lqr.add_argument(
-        "--lqr-first-order-factor", type=_positive_int, default=d["lqr_first_order_factor"],
-        help="SGD and Adam take this many times --lqr-steps (their steps are cheaper)",
-    )  # fmt: skip
-    lqr.add_argument(
-        "--lqr-batch-size", type=_positive_int, default=d["lqr_batch_size"],
-        help="transitions per step",
-    )  # fmt: skip
-    lqr.add_argument(
-        "--lqr-target-periods", type=_positive_int, nargs="+",
-        default=list(d["lqr_target_periods"]),
-        help="steps between TD target refreshes, each tried with every learning rate",
-    )  # fmt: skip
-    lqr.add_argument(
-        "--lqr-chunks", type=_positive_int, default=d["lqr_chunks"],
-        help="timed chunks (curve points) per run",
-    )  # fmt: skip
-    lqr.add_argument(
-        "--lqr-models", nargs="+", type=cli_args.choice(LQR_MODELS), default=list(LQR_MODELS),
-        help="value models: quadratic features and/or the MLP",
-    )  # fmt: skip
-    lqr.add_argument(
-        "--lqr-methods", nargs="+", type=cli_args.choice(LQR_METHODS), default=list(LQR_METHODS),
-        help="optimizers compared",
-    )  # fmt: skip
-    for method, name in (("egn", "EGN"), ("sgn", "SGN"), ("sgd", "SGD"), ("adam", "Adam")):
-        lqr.add_argument(
-            f"--lqr-{method}-lr", type=_positive_float, nargs="+",
-            default=list(d[f"lqr_{method}_lr"]), help=f"{name} learning rates tried",
-        )  # fmt: skip
+    cli_args.add_flags(parser, [
+        ("--experiments", cli_args.choice(("lqr", "dqn")), ["lqr", "dqn"],
+         "which experiments to run", {"nargs": "+"}),
+        ("--seeds", _pint, 5, "seeds per method and learning rate"),
+        ("--egn-regularizer", _pfloat, _D["egn_regularizer"], "EGN's lambda (both experiments)"),
+    ])  # fmt: skip
+    cli_args.add_flags(parser.add_argument_group("LQR policy evaluation"), _LQR_FLAGS)
     dqn = parser.add_argument_group("DQN on gymnax")
     dqn.add_argument(
         "--envs", nargs="+", type=cli_args.choice(ENVS), default=list(CLASSIC_ENVS),
@@ -863,50 +314,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"add {MINATAR_ENV} (slow on CPU: EGN needs a 400-input MLP's Jacobian per "
         "update, about 10-30 min per learning rate on 2 busy cores)",
     )
-    dqn.add_argument(
-        "--dqn-updates", type=_positive_int, default=None,
-        help="updates per environment (default: 5000 for CartPole/Acrobot, 10000 for MinAtar)",
-    )  # fmt: skip
-    dqn.add_argument(
-        "--dqn-egn-lr", type=_positive_float, nargs="+", default=list(d["dqn_egn_lr"]),
-        help="EGN learning rates tried",
-    )  # fmt: skip
-    dqn.add_argument(
-        "--dqn-adam-lr", type=_positive_float, nargs="+", default=list(d["dqn_adam_lr"]),
-        help="Adam learning rates tried",
-    )  # fmt: skip
-    dqn.add_argument(
-        "--dqn-methods", nargs="+", type=cli_args.choice(DQN_METHODS), default=list(DQN_METHODS),
-        help="optimizers compared",
-    )  # fmt: skip
-    dqn.add_argument(
-        "--dqn-batch-size", type=_positive_int, default=d["dqn_batch_size"],
-        help="replay batch per update (EGN's system size)",
-    )  # fmt: skip
-    dqn.add_argument(
-        "--dqn-num-envs", type=_positive_int, default=d["dqn_num_envs"],
-        help="environments stepped in parallel",
-    )  # fmt: skip
-    dqn.add_argument(
-        "--dqn-buffer-size", type=_positive_int, default=d["dqn_buffer_size"],
-        help="replay capacity (transitions)",
-    )  # fmt: skip
-    dqn.add_argument(
-        "--dqn-target-period", type=_positive_int, default=d["dqn_target_period"],
-        help="updates between target-network copies",
-    )  # fmt: skip
-    dqn.add_argument(
-        "--dqn-learning-starts", type=_positive_int, default=d["dqn_learning_starts"],
-        help="random transitions before the first update",
-    )  # fmt: skip
-    dqn.add_argument(
-        "--dqn-chunks", type=_positive_int, default=d["dqn_chunks"],
-        help="timed chunks (curve points) per run",
-    )  # fmt: skip
+    cli_args.add_flags(dqn, _DQN_FLAGS)
     parser.add_argument("--verbose", action="store_true", help="print every grid point")
-    parser.add_argument(
-        "--blas-threads", type=_positive_int, default=1, help="OpenBLAS/LAPACK threads"
-    )
+    parser.add_argument("--blas-threads", type=_pint, default=1, help="OpenBLAS/LAPACK threads")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -915,34 +325,13 @@ def main(args: argparse.Namespace) -> int:
     updates: dict[str, Any] | None = (
         None if args.dqn_updates is None else dict.fromkeys(envs, args.dqn_updates)
     )
-    run(
-        out=args.out,
-        experiments=tuple(args.experiments),
-        seeds=args.seeds,
-        lqr_steps=args.lqr_steps,
-        lqr_first_order_factor=args.lqr_first_order_factor,
-        lqr_batch_size=args.lqr_batch_size,
-        lqr_target_periods=tuple(args.lqr_target_periods),
-        lqr_chunks=args.lqr_chunks,
-        lqr_egn_lr=tuple(args.lqr_egn_lr),
-        lqr_sgn_lr=tuple(args.lqr_sgn_lr),
-        lqr_sgd_lr=tuple(args.lqr_sgd_lr),
-        lqr_adam_lr=tuple(args.lqr_adam_lr),
-        lqr_models=tuple(args.lqr_models),
-        lqr_methods=tuple(args.lqr_methods),
-        egn_regularizer=args.egn_regularizer,
-        envs=tuple(envs),
-        dqn_updates=updates,
-        dqn_egn_lr=tuple(args.dqn_egn_lr),
-        dqn_adam_lr=tuple(args.dqn_adam_lr),
-        dqn_methods=tuple(args.dqn_methods),
-        dqn_batch_size=args.dqn_batch_size,
-        dqn_num_envs=args.dqn_num_envs,
-        dqn_buffer_size=args.dqn_buffer_size,
-        dqn_target_period=args.dqn_target_period,
-        dqn_learning_starts=args.dqn_learning_starts,
-        dqn_chunks=args.dqn_chunks,
-        quiet=not args.verbose,
-        blas_threads=args.blas_threads,
-    )
+    flags = {
+        name: tuple(value) if isinstance(value, list) else value
+        for name, value in vars(args).items()
+        if name in _RUN_ARGUMENTS
+    }
+    run(**flags | {"envs": tuple(envs), "dqn_updates": updates, "quiet": not args.verbose})
     return 0
+
+
+_RUN_ARGUMENTS = set(run.__code__.co_varnames[: run.__code__.co_kwonlyargcount])

@@ -43,16 +43,30 @@ def figure(ncols: int = 1, nrows: int = 1, *, width: float = 5.0, height: float 
     return fig, fig.subplots(nrows, ncols, squeeze=False)
 
 
-def band(ax: Any, x: Sequence[float], ys: Any, *, label: str, color: Any = None, **kwargs):
+def band(
+    ax: Any,
+    x: Sequence[float],
+    ys: Any,
+    *,
+    label: str,
+    color: Any = None,
+    skip_empty: bool = False,
+    **kwargs,
+):
     """Plots the mean over the rows of ``ys`` against ``x``, and its min-max band.
 
-    ``ys`` has one row per seed (NaN where a run has stopped). The band is drawn only when
-    at least two rows have a value at some point: one seed has no spread to show.
+    ``ys`` has one row per seed (NaN where a run has stopped, or has no value yet). The band
+    is drawn only when at least two rows have a value at some point: one seed has no spread
+    to show. ``skip_empty`` leaves out the points where no row has a value (a curve that
+    starts late, such as episode returns before the first episode ends).
 
     Returns:
         The line of the mean.
     """
     ys = np.atleast_2d(np.asarray(ys, float))
+    if skip_empty:
+        keep = np.any(np.isfinite(ys), axis=0)
+        x, ys = np.asarray(x, float)[keep], ys[:, keep]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns after a divergence
         mean, lo, hi = np.nanmean(ys, 0), np.nanmin(ys, 0), np.nanmax(ys, 0)
