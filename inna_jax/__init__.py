@@ -19,6 +19,9 @@ from inna_jax._ntk import NTKPlan as NTKPlan
 from inna_jax._ntk import NTKPlanRow as NTKPlanRow
 from inna_jax._ntk import ntk_gram as ntk_gram
 from inna_jax._ntk import ntk_plan as ntk_plan
+from inna_jax._ntk_blocked import BlockPlan as BlockPlan
+from inna_jax._ntk_blocked import ntk_block_plan as ntk_block_plan
+from inna_jax._ntk_blocked import ntk_gram_blocked as ntk_gram_blocked
 from inna_jax._scale_by_inna import InnaState as InnaState
 from inna_jax._scale_by_inna import scale_by_inna as scale_by_inna
 from inna_jax._schedules import power_decay as power_decay
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "BlockPlan",
     "GaussNewtonState",
     "InnaState",
     "NTKPlan",
@@ -41,7 +45,9 @@ __all__ = [
     "inna_psi0",
     "inna_step",
     "innaprop",
+    "ntk_block_plan",
     "ntk_gram",
+    "ntk_gram_blocked",
     "ntk_plan",
     "power_decay",
     "scale_by_inna",

@@ -19,7 +19,13 @@ import jax
 import jax.numpy as jnp
 
 from inna_jax._jaxpr_layers import find_layers
-from inna_jax._ntk_layers import choose, layer_costs, layerwise_jacobian
+from inna_jax._ntk_layers import (
+    REDUCTIONS,
+    choose,
+    cross_gram,
+    layer_costs,
+    layerwise_jacobian,
+)
 
 IMPLEMENTATIONS = ("auto", "structured", "jacobian", "matrix_free")
 
@@ -37,56 +43,155 @@ def check_implementation(implementation: str, chunk_size: int | None) -> None:
         raise ValueError(f"chunk_size must be None or an integer >= 1, got {chunk_size!r}")
 
 
-def _check_outputs(outputs: jax.Array) -> None:
+def check_reduction(reduction: str) -> None:
+    """Raises ``ValueError`` for an unknown reduction over outputs."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(
+            f"unknown reduction {reduction!r}; expected one of {', '.join(map(repr, REDUCTIONS))}"
+        )
+
+
+def _check_outputs(outputs: Any) -> None:
     if outputs.ndim not in (1, 2):
         raise ValueError(
             f"predict_fn must return outputs of shape (b,) or (b, C), got shape {outputs.shape}"
         )
 
 
+def check_second_batch(
+    predict_fn: PredictFn, params: Any, inputs: Any, inputs2: Any, reduction: str
+) -> tuple[Any, Any]:
+    """The output shapes of both batches; ``ValueError`` when they do not fit together."""
+    out1 = jax.eval_shape(lambda p, x: predict_fn(p, x), params, inputs)
+    _check_outputs(out1)
+    if inputs2 is None:
+        return out1, out1
+    tree1, tree2 = jax.tree.structure(inputs), jax.tree.structure(inputs2)
+    shapes1 = [jnp.shape(x)[1:] for x in jax.tree.leaves(inputs)]
+    shapes2 = [jnp.shape(x)[1:] for x in jax.tree.leaves(inputs2)]
+    if tree1 != tree2 or shapes1 != shapes2:
+        raise ValueError(
+            "inputs2 must have the structure and per-example shapes of inputs, got "
+            f"{shapes2} against {shapes1}"
+        )
+    out2 = jax.eval_shape(lambda p, x: predict_fn(p, x), params, inputs2)
+    if reduction == "diagonal" and out1.shape[0] != out2.shape[0]:
+        raise ValueError(
+            "reduction='diagonal' pairs example i of inputs with example i of inputs2, so both "
+            f"need one batch size, got {out1.shape[0]} and {out2.shape[0]}"
+        )
+    return out1, out2
+
+
 def _gram_matrix_free(
-    predict_fn: PredictFn, params: Any, inputs: jax.Array, chunk_size: int | None
+    predict_fn: PredictFn,
+    params: Any,
+    inputs: Any,
+    chunk_size: int | None,
+    inputs2: Any = None,
+    reduction: str = "full",
 ) -> jax.Array:
-    """``J J^T`` column by column, ``K e_j = J (J^T e_j)``, with a linearized model."""
+    r"""``J_1 J_2^T`` column by column, ``K e_j = J_1 (J_2^T e_j)``: a VJP then a JVP.
+
+    The columns are ``jax.vmap``-ed, ``chunk_size`` at a time, in a Python loop: a
+    ``jax.lax.map`` puts the model inside a loop body, where XLA:CPU runs convolutions as
+    generic loops (measured 14x slower on a small CNN). The trace and the diagonal keep only
+    their part of each chunk.
+    """
     leaves, tree = jax.tree.flatten(params)
     inexact = [i for i, x in enumerate(leaves) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
 
-    def f(values):
+    def f(values, x):
         full = list(leaves)
-        for i, x in zip(inexact, values, strict=True):
-            full[i] = x
-        return predict_fn(jax.tree.unflatten(tree, full), inputs).reshape(-1)
+        for i, v in zip(inexact, values, strict=True):
+            full[i] = v
+        return predict_fn(jax.tree.unflatten(tree, full), x)
 
     primals = [leaves[i] for i in inexact]
-    outputs, f_jvp = jax.linearize(f, primals)
-    f_vjp = jax.linear_transpose(f_jvp, primals)
-    n = outputs.shape[0]
-    eye = jnp.eye(n, dtype=outputs.dtype)
+    out1, f1_jvp = jax.linearize(lambda v: f(v, inputs).reshape(-1), primals)
+    if inputs2 is None:
+        f2_vjp = jax.linear_transpose(f1_jvp, primals)
+        out2 = out1
+        b2 = jax.eval_shape(lambda p, x: predict_fn(p, x), params, inputs).shape[0]
+    else:
+        shaped, f2_vjp = jax.vjp(lambda v: f(v, inputs2), primals)
+        b2 = shaped.shape[0]
+        out2 = shaped.reshape(-1)
+    n1, n2 = out1.shape[0], out2.shape[0]
+    c = n2 // b2
+    b1 = n1 // c
+    dtype = out1.dtype
 
     def column(e):
-        (u,) = f_vjp(e)
-        return f_jvp(u)
+        (u,) = f2_vjp(e.reshape(out2.shape) if inputs2 is None else e.reshape(shaped.shape))
+        return f1_jvp(u)  # (n1,)
 
-    batch = n if chunk_size is None else min(int(chunk_size), n)
-    gram = jax.lax.map(column, eye, batch_size=batch)
-    return 0.5 * (gram + gram.T)
+    columns = jax.vmap(column)
+
+    if reduction == "full":
+        per = n2 if chunk_size is None else min(int(chunk_size), n2)
+        parts = []
+        for start in range(0, n2, per):
+            idx = jnp.arange(start, min(start + per, n2))
+            parts.append(columns(jax.nn.one_hot(idx, n2, dtype=dtype)))
+        gram = jnp.concatenate(parts, axis=0).T  # (n1, n2)
+        return 0.5 * (gram + gram.T) if inputs2 is None else gram
+    # group the columns by example j of the second batch: C columns (j, d) each
+    per = b2 if chunk_size is None else max(1, min(int(chunk_size) // c, b2))
+    parts = []
+    for start in range(0, b2, per):
+        js = jnp.arange(start, min(start + per, b2))
+        idx = (js[:, None] * c + jnp.arange(c)[None, :]).reshape(-1)
+        cols = columns(jax.nn.one_hot(idx, n2, dtype=dtype)).reshape(len(js), c, b1, c)
+        if reduction == "trace":
+            parts.append(jnp.trace(cols, axis1=1, axis2=3))  # (len, b1)
+        else:  # rows (i, c) of example i = j, column d: block [c, d]
+            parts.append(cols[jnp.arange(len(js)), :, js, :].transpose(0, 2, 1))
+    out = jnp.concatenate(parts, axis=0)
+    if reduction == "trace":
+        out = out.T  # (b1, b2)
+        return 0.5 * (out + out.T) if inputs2 is None else out
+    return 0.5 * (out + out.transpose(0, 2, 1)) if inputs2 is None else out
+
+
+def _shape_result(kernel: jax.Array, outputs: Any, reduction: str) -> jax.Array:
+    """Scalar outputs ``(b,)`` give a ``(b,)`` diagonal instead of ``(b, 1, 1)``."""
+    if reduction == "diagonal" and outputs.ndim == 1:
+        return kernel.reshape(kernel.shape[0])
+    return kernel
 
 
 def ntk_gram(
     predict_fn: PredictFn,
     params: Any,
-    inputs: jax.Array,
+    inputs: Any,
+    inputs2: Any = None,
     *,
     implementation: str = "auto",
+    reduction: str = "full",
     chunk_size: int | None = None,
 ) -> jax.Array:
-    r"""The empirical NTK Gram matrix :math:`K = J J^\top` of a batch.
+    r"""The empirical NTK :math:`K = J_1 J_2^\top` of a batch, or of two batches.
 
     .. math::
 
         K_{(i,c),(j,d)} = \sum_{p=1}^{P}
         \frac{\partial f_c(x_i, \theta)}{\partial \theta_p}
-        \frac{\partial f_d(x_j, \theta)}{\partial \theta_p}
+        \frac{\partial f_d(x'_j, \theta)}{\partial \theta_p}
+
+    with :math:`x` the batch ``inputs`` and :math:`x'` the batch ``inputs2`` (``inputs``
+    itself when ``None``: the Gram matrix). ``reduction`` picks what is kept over the outputs:
+
+    * ``"full"`` (default): every :math:`K_{(i,c),(j,d)}`, rows :math:`(i, c)`, columns
+      :math:`(j, d)`, example-major;
+    * ``"trace"``: :math:`\sum_c K_{(i,c),(j,c)}`, the kernel traced over outputs (``(b1,
+      b2)``; neural-tangents' ``trace_axes=(-1,)`` is this divided by :math:`C`);
+    * ``"diagonal"``: the per-example blocks :math:`K_{(i,c),(i,d)}` between example
+      :math:`i` of both batches (``(b, C, C)``; neural-tangents' ``diagonal_axes=(0,)``).
+
+    The cross-kernel comes from the same layer-wise pass over each batch, :math:`A_1A_2^\top`
+    and :math:`\Delta_1\Delta_2^\top` per layer, and the reductions are taken inside the
+    per-layer products (the trace costs :math:`C` times less than the full kernel).
 
     The model's dense and convolution layers are found in its traced program (see
     :func:`ntk_plan`). For a dense layer :math:`y = aW + b` with per-example input
@@ -127,18 +232,25 @@ def ntk_gram(
             nnx.Param)`` and ``predict_fn = lambda p, x: nnx.merge(graphdef, p)(x)``.
         params: any pytree of arrays (the trained parameters).
         inputs: a batch of ``b`` inputs, leading axis ``b`` (an array or a pytree of arrays).
+        inputs2: a second batch of ``b2`` inputs of the same structure and per-example
+            shapes, or ``None`` for the Gram matrix of ``inputs``.
         implementation: ``"auto"``, ``"structured"``, ``"jacobian"`` or ``"matrix_free"``.
+        reduction: ``"full"``, ``"trace"`` or ``"diagonal"``.
         chunk_size: examples per chunk of the layer-wise pass, or columns per chunk of the
             matrix-free one.
 
     Returns:
-        The symmetric positive semi-definite ``(b, b)`` matrix for scalar outputs, or
-        ``(b*C, b*C)`` for ``C`` outputs, ordered example-major (row ``i*C + c``), in the
-        dtype of the outputs.
+        ``"full"``: ``(b, b2)`` for scalar outputs, ``(b*C, b2*C)`` for ``C`` outputs,
+        ordered example-major (row ``i*C + c``, column ``j*C + d``); ``"trace"``:
+        ``(b, b2)``; ``"diagonal"``: ``(b, C, C)``, or ``(b,)`` for scalar outputs. Without
+        ``inputs2`` the kernel is symmetric positive semi-definite. In the dtype of the
+        outputs.
 
     Raises:
-        ValueError: for an unknown implementation, a ``chunk_size`` < 1 or outputs that are
-            not of shape ``(b,)`` or ``(b, C)``.
+        ValueError: for an unknown implementation or reduction, a ``chunk_size`` < 1,
+            outputs that are not of shape ``(b,)`` or ``(b, C)``, an ``inputs2`` whose
+            examples differ in shape from those of ``inputs``, or ``"diagonal"`` with two
+            batch sizes.
 
     Example:
         >>> import jax.numpy as jnp
@@ -148,6 +260,9 @@ def ntk_gram(
         >>> inna_jax.ntk_gram(predict, jnp.zeros(2), x)
         Array([[1., 1.],
                [1., 5.]], dtype=float32)
+        >>> inna_jax.ntk_gram(predict, jnp.zeros(2), x, jnp.array([[0.0, 1.0]]))  # X X2^T
+        Array([[0.],
+               [2.]], dtype=float32)
 
     References:
         Jacot, Gabriel, Hongler, "Neural Tangent Kernel", NeurIPS 2018.
@@ -156,12 +271,34 @@ def ntk_gram(
         Goodfellow, "Efficient Per-Example Gradient Computations", arXiv:1510.01799 (2015).
     """
     check_implementation(implementation, chunk_size)
-    _check_outputs(jax.eval_shape(lambda p, x: predict_fn(p, x), params, inputs))
+    check_reduction(reduction)
+    out1, out2 = check_second_batch(predict_fn, params, inputs, inputs2, reduction)
     if implementation == "matrix_free":
-        return _gram_matrix_free(predict_fn, params, inputs, chunk_size)
-    return layerwise_jacobian(
-        predict_fn, params, inputs, implementation=implementation, chunk_size=chunk_size
-    ).gram()
+        kernel = _gram_matrix_free(predict_fn, params, inputs, chunk_size, inputs2, reduction)
+        return _shape_result(kernel, out1, reduction)
+    model = find_layers(predict_fn, params, inputs)
+    lj1 = layerwise_jacobian(
+        predict_fn,
+        params,
+        inputs,
+        implementation=implementation,
+        chunk_size=chunk_size,
+        model=model,
+    )
+    if inputs2 is None:
+        return _shape_result(cross_gram(lj1, lj1, reduction), out1, reduction)
+    lj2 = layerwise_jacobian(
+        predict_fn,
+        params,
+        inputs2,
+        implementation=implementation,
+        chunk_size=chunk_size,
+        model=model,
+    )
+    # one choice per layer for both batches, made for their mean size
+    b = (out1.shape[0] + out2.shape[0]) // 2
+    choices = choose(model, max(b, 1), lj1.width, implementation)
+    return _shape_result(cross_gram(lj1, lj2, reduction, choices), out1, reduction)
 
 
 @dataclasses.dataclass(frozen=True)

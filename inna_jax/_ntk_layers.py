@@ -154,32 +154,6 @@ class LayerwiseJacobian:
             jac = jac.transpose(0, 2, 1, 3, 4)
         return jac.reshape(b * m, g * f * din)
 
-    def _structured_gram(self, k: int) -> jax.Array:
-        a, d = self._a(k), self._d(k)
-        b, s, g, din = a.shape
-        m, f = d.shape[1], d.shape[-1]
-        n = b * m
-        if s == 1 and g == 1:
-            a2 = a.reshape(b, din)
-            d2 = d.reshape(n, f)
-            p = a2 @ a2.T
-            q = (d2 @ d2.T).reshape(b, m, b, m)
-            return (q * p[:, None, :, None]).reshape(n, n)
-        if s == 1:
-            a3 = a.reshape(b, g, din).transpose(1, 0, 2)  # (G, b, D)
-            d3 = d.reshape(n, g, f).transpose(1, 0, 2)  # (G, n, F)
-            p = a3 @ a3.transpose(0, 2, 1)  # (G, b, b)
-            q = (d3 @ d3.transpose(0, 2, 1)).reshape(g, b, m, b, m)
-            return jnp.sum(q * p[:, :, None, :, None], axis=0).reshape(n, n)
-        a3 = a.transpose(2, 0, 1, 3).reshape(g, b * s, din)
-        p = (a3 @ a3.transpose(0, 2, 1)).reshape(g, b, s, b * s)  # (G, i, s, (j t))
-        dg = d.transpose(3, 0, 2, 1, 4).reshape(g, b, s, m * f)  # (G, i, s, (k f))
-        r = jax.lax.dot_general(p, dg, (((2,), (2,)), ((0, 1), (0, 1))))  # (G,i,(jt),(kf))
-        r = r.reshape(g, b, b, s, m, f).transpose(2, 1, 4, 0, 3, 5).reshape(b, n, g * s * f)
-        dj = d.transpose(0, 3, 2, 4, 1).reshape(b, g * s * f, m)  # (j, (g t f), l)
-        out = jax.lax.dot_general(r, dj, (((2,), (1,)), ((0,), (0,))))  # (j, (ik), l)
-        return out.transpose(1, 0, 2).reshape(n, n)
-
     def _shared_jacobians(self) -> list[jax.Array]:
         """Per shared weight: the sum of its uses' Jacobians, ``(b m, leaf size)``."""
         n = self.batch * self.width
@@ -198,23 +172,7 @@ class LayerwiseJacobian:
 
     def gram(self) -> jax.Array:
         r"""The Gram matrix :math:`S^\top J J^\top S`, ``(b m, b m)``, example-major."""
-        b, m = self.batch, self.width
-        n = b * m
-        gram = jnp.zeros((n, n), self.dtype)
-        for k, (layer, choice) in enumerate(zip(self.model.layers, self.choices, strict=True)):
-            if layer.shared:
-                continue
-            if choice == "structured":
-                gram = gram + self._structured_gram(k)
-            else:
-                jac = self._jacobian_rows(k)
-                gram = gram + jac @ jac.T
-        for jac in self._shared_jacobians():
-            gram = gram + jac @ jac.T
-        for jac in self.fallback:
-            jac = jac.reshape(n, -1).astype(self.dtype)
-            gram = gram + jac @ jac.T
-        return gram
+        return cross_gram(self, self, "full")
 
     def gram_diagonal(self) -> jax.Array:
         r"""The diagonal of :meth:`gram`, ``(b m,)``, without the off-diagonal blocks."""
@@ -408,3 +366,126 @@ def total_costs(model: ModelLayers, batch: int, columns: int, choices: list[str]
     for leaf in model.fallback:
         total += n * n * math.prod(model.param_avals[leaf].shape)
     return total
+
+
+REDUCTIONS = ("full", "trace", "diagonal")
+
+
+def _rows(lj: LayerwiseJacobian) -> list[jax.Array]:
+    """The Jacobian rows ``(b m, X)`` of the shared weights and of the fallback leaves."""
+    n = lj.batch * lj.width
+    rows = list(lj._shared_jacobians())
+    rows += [jac.reshape(n, -1).astype(lj.dtype) for jac in lj.fallback]
+    return rows
+
+
+def _rows_product(r1: jax.Array, r2: jax.Array, b1: int, b2: int, m: int, reduction: str):
+    """``R1 R2^T`` reduced: ``(n1, n2)``, its trace over outputs ``(b1, b2)``, or ``(b, m, m)``."""
+    if reduction == "full":
+        return r1 @ r2.T
+    if reduction == "trace":
+        return r1.reshape(b1, -1) @ r2.reshape(b2, -1).T
+    x1, x2 = r1.reshape(b1, m, -1), r2.reshape(b2, m, -1)
+    return jax.lax.dot_general(x1, x2, (((2,), (2,)), ((0,), (0,))))  # (b, m, m)
+
+
+def _structured_cross(
+    lj1: LayerwiseJacobian, lj2: LayerwiseJacobian, k: int, reduction: str
+) -> jax.Array:
+    r"""One layer's :math:`\sum_{s,t}(a_{is}\cdot a'_{jt})(\delta_{iks}\cdot\delta'_{jlt})`."""
+    a1, d1, a2, d2 = lj1._a(k), lj1._d(k), lj2._a(k), lj2._d(k)
+    b1, s, g, din = a1.shape
+    b2 = a2.shape[0]
+    m, f = d1.shape[1], d1.shape[-1]
+    n1, n2 = b1 * m, b2 * m
+    if reduction == "diagonal":
+        p = jnp.einsum("isgd,itgd->igst", a1, a2)  # (b, G, S, S)
+        q = jnp.einsum("iksgf,iltgf->iklgst", d1, d2)  # (b, m, m, G, S, S)
+        return jnp.sum(q * p[:, None, None], axis=(3, 4, 5))
+    if s == 1 and g == 1:
+        p = a1.reshape(b1, din) @ a2.reshape(b2, din).T  # (b1, b2)
+        if reduction == "trace":
+            return p * (d1.reshape(b1, m * f) @ d2.reshape(b2, m * f).T)
+        q = (d1.reshape(n1, f) @ d2.reshape(n2, f).T).reshape(b1, m, b2, m)
+        return (q * p[:, None, :, None]).reshape(n1, n2)
+    if s == 1:
+        a1g = a1.reshape(b1, g, din).transpose(1, 0, 2)  # (G, b1, D)
+        a2g = a2.reshape(b2, g, din).transpose(1, 0, 2)
+        p = a1g @ a2g.transpose(0, 2, 1)  # (G, b1, b2)
+        if reduction == "trace":
+            e1 = d1.reshape(b1, m, g, f).transpose(2, 0, 1, 3).reshape(g, b1, m * f)
+            e2 = d2.reshape(b2, m, g, f).transpose(2, 0, 1, 3).reshape(g, b2, m * f)
+            return jnp.sum(p * (e1 @ e2.transpose(0, 2, 1)), axis=0)
+        e1 = d1.reshape(n1, g, f).transpose(1, 0, 2)  # (G, n1, F)
+        e2 = d2.reshape(n2, g, f).transpose(1, 0, 2)
+        q = (e1 @ e2.transpose(0, 2, 1)).reshape(g, b1, m, b2, m)
+        return jnp.sum(q * p[:, :, None, :, None], axis=0).reshape(n1, n2)
+    a1g = a1.transpose(2, 0, 1, 3).reshape(g, b1 * s, din)
+    a2g = a2.transpose(2, 0, 1, 3).reshape(g, b2 * s, din)
+    p = (a1g @ a2g.transpose(0, 2, 1)).reshape(g, b1, s, b2 * s)  # (G, i, s, (j t))
+    dg = d1.transpose(3, 0, 2, 1, 4).reshape(g, b1, s, m * f)  # (G, i, s, (k f))
+    r = jax.lax.dot_general(p, dg, (((2,), (2,)), ((0, 1), (0, 1))))  # (G, i, (jt), (kf))
+    r = r.reshape(g, b1, b2, s, m, f)
+    if reduction == "trace":
+        r = r.transpose(2, 1, 4, 0, 3, 5).reshape(b2, b1, m * g * s * f)  # (j, i, (k g t f))
+        dj = d2.transpose(0, 1, 3, 2, 4).reshape(b2, m * g * s * f)
+        out = jax.lax.dot_general(r, dj, (((2,), (1,)), ((0,), (0,))))  # (j, i)
+        return out.T
+    r = r.transpose(2, 1, 4, 0, 3, 5).reshape(b2, n1, g * s * f)  # (j, (ik), (g t f))
+    dj = d2.transpose(0, 3, 2, 4, 1).reshape(b2, g * s * f, m)  # (j, (g t f), l)
+    out = jax.lax.dot_general(r, dj, (((2,), (1,)), ((0,), (0,))))  # (j, (ik), l)
+    return out.transpose(1, 0, 2).reshape(n1, n2)
+
+
+def _diagonal_choice(layer: Layer, columns: int) -> str:
+    """Per-example blocks: the S^2 form or the per-example Jacobian, whichever is cheaper."""
+    m = columns
+    s, g, d, f = layer.positions, layer.groups, layer.columns_in, layer.features_out
+    structured = g * s * s * (d + m * m * f)
+    jacobian = g * (m * s * d * f + m * m * d * f)
+    return "structured" if structured <= jacobian else "jacobian"
+
+
+def cross_gram(
+    lj1: LayerwiseJacobian,
+    lj2: LayerwiseJacobian,
+    reduction: str = "full",
+    choices: list[str] | None = None,
+) -> jax.Array:
+    r"""The cross-Gram :math:`S_1^\top J_1 J_2^\top S_2` of two batches, reduced over outputs.
+
+    With rows :math:`(i, k)` of the first batch and columns :math:`(j, l)` of the second, a
+    layer adds :math:`\sum_{s,t}(a_{is}\cdot a'_{jt})(\delta_{iks}\cdot\delta'_{jlt})`, which
+    for a dense layer is :math:`[(A_1A_2^\top)\otimes 1_{m\times m}] \odot \Delta_1\Delta_2^\top`.
+
+    Args:
+        lj1: the pass over the first batch.
+        lj2: the pass over the second batch, of the same model (``lj1`` itself for a Gram).
+        reduction: ``"full"``: ``(b1 m, b2 m)``; ``"trace"``: the sum over :math:`k = l`,
+            ``(b1, b2)``; ``"diagonal"``: the blocks of example :math:`i` of both batches,
+            ``(b, m, m)`` (the batches must have one size).
+        choices: ``"structured"`` or ``"jacobian"`` per layer; ``lj1.choices`` when ``None``.
+
+    Returns:
+        The reduced kernel, in ``lj1.dtype``.
+    """
+    b1, b2, m = lj1.batch, lj2.batch, lj1.width
+    choices = lj1.choices if choices is None else choices
+    shape = {"full": (b1 * m, b2 * m), "trace": (b1, b2), "diagonal": (b1, m, m)}[reduction]
+    out = jnp.zeros(shape, lj1.dtype)
+    for k, (layer, choice) in enumerate(zip(lj1.model.layers, choices, strict=True)):
+        if layer.shared:
+            continue
+        if reduction == "diagonal":
+            choice = _diagonal_choice(layer, m)
+        if choice == "structured":
+            out = out + _structured_cross(lj1, lj2, k, reduction)
+        else:
+            r1 = lj1._jacobian_rows(k)
+            r2 = r1 if lj2 is lj1 else lj2._jacobian_rows(k)
+            out = out + _rows_product(r1, r2, b1, b2, m, reduction)
+    rows1 = _rows(lj1)
+    rows2 = rows1 if lj2 is lj1 else _rows(lj2)
+    for r1, r2 in zip(rows1, rows2, strict=True):
+        out = out + _rows_product(r1, r2, b1, b2, m, reduction)
+    return out

@@ -11,6 +11,8 @@ r"""Continuous time: DIN and the ODE limits of GD, heavy ball and Nesterov, on d
 - NTK function-space dynamics of GD, heavy ball and Nesterov on MSE:
   :func:`solve_function_space`, :func:`function_space_closed_form`, :func:`predicted_rate`,
   :func:`fit_log_slope`, and the infinite-width two-layer ReLU kernel :func:`analytic_relu_ntk`.
+- A linearized network's train and test outputs along GD, heavy ball or Nesterov, and kernel
+  regression at t = inf: :func:`ntk_predictions`.
 
 One vocabulary, with the same defaults everywhere (solvers, vector fields, :func:`compare`,
 :func:`convergence_order`, :func:`discrete_path`, the function-space API and
@@ -66,6 +68,8 @@ from inna_jax.dynamics._function_space import (
 from inna_jax.dynamics._function_space import predicted_rate as predicted_rate
 from inna_jax.dynamics._function_space import solve_function_space as solve_function_space
 from inna_jax.dynamics._grid import solve_grid as solve_grid
+from inna_jax.dynamics._ntk_predictions import NTKPredictions as NTKPredictions
+from inna_jax.dynamics._ntk_predictions import ntk_predictions as ntk_predictions
 from inna_jax.dynamics._solve import DEFAULT_MAX_STEPS as DEFAULT_MAX_STEPS
 from inna_jax.dynamics._solve import DinSolution as DinSolution
 from inna_jax.dynamics._solve import FlowSolution as FlowSolution
@@ -84,6 +88,7 @@ __all__ = [
     "DiscretePath",
     "FlowSolution",
     "FunctionSpaceSolution",
+    "NTKPredictions",
     "OrderFit",
     "SecondOrderSolution",
     "analytic_relu_ntk",
@@ -100,6 +105,7 @@ __all__ = [
     "heavy_ball_ode",
     "nesterov_ode",
     "nesterov_scan",
+    "ntk_predictions",
     "predicted_rate",
     "solve_din",
     "solve_function_space",
