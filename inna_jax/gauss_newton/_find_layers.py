@@ -1,30 +1,39 @@
-r"""Finds the dense and convolution layers of a traced model, and re-runs it with hooks.
+r"""Finds the layers of a traced model, and re-runs it with hooks.
 
 :func:`find_layers` traces ``predict_fn`` on **one** example with :func:`jax.make_jaxpr` and
 walks the program. A parameter leaf is followed through *views* (``reshape``, ``transpose``,
-``squeeze``, ``convert_element_type``, ``copy``, ``broadcast_in_dim``) and into nested
-``jit``/``closed_call``/``remat`` sub-programs. Each of its uses is classified:
+``squeeze``, ``convert_element_type``, ``copy``, ``broadcast_in_dim``), into nested
+``jit``/``closed_call``/``remat`` sub-programs, and into ``lax.scan`` bodies (as written by
+``jax.lax.scan``, ``nnx.scan``, ``flax.linen.scan``, ``eqx.nn.MLP(scan=True)``, ``nnx.RNN``):
+a loop constant reaches every iteration whole, a scanned-over input one slice per iteration.
+Each of its uses is classified:
 
 * a *weight use*: the leaf (an isometric view of it: a permutation of its entries) is one
-  operand of a ``dot_general``, or the kernel of a ``conv_general_dilated``, and the other
-  operand does not come straight from a parameter;
+  operand of a ``dot_general``, or the kernel of a ``conv_general_dilated``, or the table
+  of a row ``gather`` (an embedding), and the other operand does not come straight from a
+  parameter;
 * a *bias use*: an ``add`` of a view of the leaf to the output of a weight use (the only
   consumer of that output), broadcast over every axis that is not an output feature of the
   layer;
-* anything else (the leaf is used in an elementwise product, a gather, a custom derivative
-  rule, a loop, or returned as is).
+* an *element-wise use*: a ``mul``, ``add`` or ``sub`` of a (broadcast) view of the leaf and
+  a value that does not come from a parameter (normalisation scales and biases, a bias added
+  after a sum);
+* anything else (the leaf is used in another way, inside ``cond``/``while``/custom
+  derivative rules, carried by a loop, or returned as is).
 
 A leaf whose uses are all weight uses is *placed*: each use becomes a layer. A bias use merges
-into the layer it follows. Every other leaf is a *fallback* leaf, whose exact per-example
-Jacobian is computed by reverse-mode differentiation restricted to it (see
-:mod:`inna_jax.gauss_newton._layerwise_jacobian`).
+into the layer it follows (inside loops too, when it enters them like the weight). A leaf whose
+uses are all element-wise is placed as element-wise layers. Every other leaf is a *fallback*
+leaf, whose exact per-example Jacobian is computed by reverse-mode differentiation restricted
+to it (see :mod:`inna_jax.gauss_newton._layerwise_jacobian`).
 
 :func:`run_with_hooks` re-evaluates the program eqn by eqn with
 ``eqn.primitive.bind(...)`` (the custom-interpreter pattern of the JAX documentation): it
 adds a perturbation :math:`\varepsilon_l` to each layer's output and records the layer's input
-operand. Sub-programs that receive parameters are interpreted recursively; every other eqn,
-``custom_jvp_call`` (``jax.nn.relu``) included, is re-bound untouched, so custom derivative
-rules are kept.
+operand. Sub-programs that receive parameters are interpreted recursively, a ``scan`` as a new
+``lax.scan`` whose body is interpreted and which scans over the layers' perturbations and
+stacks their inputs; every other eqn, ``custom_jvp_call`` (``jax.nn.relu``) included, is
+re-bound untouched, so custom derivative rules are kept.
 """
 
 from __future__ import annotations
@@ -45,6 +54,12 @@ VIEW_PRIMITIVES = frozenset(
     {"reshape", "transpose", "squeeze", "convert_element_type", "copy", "broadcast_in_dim"}
 )
 # primitives whose sub-program is interpreted eqn by eqn when it receives parameters
+# The hooked interpreter unrolls a scan of at most this many iterations (its own program, not
+# the model's): XLA:CPU does not fuse across the iterations of a while loop, and the layer pass
+# of the residual MLP of benchmarks/egn_zoo.py (4 stacked blocks) took 1.4x its unrolled
+# twin's time rolled and 1.3x unrolled (EGN step, b = 64, minimum of 15 interleaved calls on a
+# 2-core AMD EPYC). Longer loops (long sequences) keep the model's own unroll setting.
+UNROLL_LIMIT = 32
 CALL_PRIMITIVES = frozenset({"jit", "pjit", "closed_call", "core_call", "remat2", "checkpoint"})
 
 
@@ -982,7 +997,7 @@ def _interpret_scan(eqn, invals, model, eps, acts, path):
         (list(xs), [eps[k] for k in inside]),
         length=int(p["length"]),
         reverse=bool(p["reverse"]),
-        unroll=p["unroll"],
+        unroll=True if int(p["length"]) <= UNROLL_LIMIT else p["unroll"],
     )
     acts.update(zip(inside, stacked, strict=True))
     return [*carry, *ys]
