@@ -295,6 +295,9 @@ def worker(args) -> None:
 
 def _run(tree: str | None, what: str, name: str, args) -> dict:
     env = dict(os.environ)
+    # OpenBLAS's threaded Cholesky spins on systems of size >= 256 on a busy machine (see
+    # inna_jax.egn, "Cost"): set before the worker's Python starts
+    env["OPENBLAS_NUM_THREADS"] = "1"
     if tree is not None:
         env["PYTHONPATH"] = os.path.abspath(tree) + os.pathsep + env.get("PYTHONPATH", "")
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", what, "--models", name]

@@ -456,6 +456,8 @@ def _input_gram(lj1: LayerwiseJacobian, lj2: LayerwiseJacobian, k: int) -> jax.A
     a1, a2 = lj1._a(k), lj2._a(k)
     b1, s, g, din = a1.shape
     b2 = a2.shape[0]
+    if g == 1:  # a plain matrix product (XLA:CPU runs a batch of one more slowly)
+        return (a1.reshape(b1 * s, din) @ a2.reshape(b2 * s, din).T).reshape(1, b1, s, b2, s)
     a1g = a1.transpose(2, 0, 1, 3).reshape(g, b1 * s, din)
     a2g = a2.transpose(2, 0, 1, 3).reshape(g, b2 * s, din)
     return (a1g @ a2g.transpose(0, 2, 1)).reshape(g, b1, s, b2, s)
@@ -489,6 +491,17 @@ def _structured_cross(
             return p * (d1.reshape(b1, m * f) @ d2.reshape(b2, m * f).T)
         q = (d1.reshape(n1, f) @ d2.reshape(n2, f).T).reshape(b1, m, b2, m)
         return (q * p[:, None, :, None]).reshape(n1, n2)
+    if s == 1 and reduction == "full" and any(lp.stacked for lp in lj1.model.layers[k].loops):
+        # one layer per iteration of a scan over stacked weights: the 2D products of the
+        # unrolled layers (XLA:CPU runs them faster than the batched ones)
+        p = _input_gram(lj1, lj2, k).reshape(g, b1, b2)
+        out = jnp.zeros((n1, n2), lj1.dtype)
+        for gi in range(g):
+            q = (d1[:, :, 0, gi].reshape(n1, f) @ d2[:, :, 0, gi].reshape(n2, f).T).reshape(
+                b1, m, b2, m
+            )
+            out = out + (q * p[gi][:, None, :, None]).reshape(n1, n2)
+        return out
     if s == 1:
         p = _input_gram(lj1, lj2, k).reshape(g, b1, b2)
         if reduction == "trace":
