@@ -63,16 +63,16 @@ def band(
     Returns:
         The line of the mean.
     """
-    ys = np.atleast_2d(np.asarray(ys, float))
+    xs, ys = np.asarray(x, float), np.atleast_2d(np.asarray(ys, float))
     if skip_empty:
         keep = np.any(np.isfinite(ys), axis=0)
-        x, ys = np.asarray(x, float)[keep], ys[:, keep]
+        xs, ys = xs[keep], ys[:, keep]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns after a divergence
         mean, lo, hi = np.nanmean(ys, 0), np.nanmin(ys, 0), np.nanmax(ys, 0)
-    (line,) = ax.plot(x, mean, label=label, color=color, **kwargs)
+    (line,) = ax.plot(xs, mean, label=label, color=color, **kwargs)
     if (np.sum(np.isfinite(ys), axis=0) >= 2).any():
-        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
     return line
 
 
