@@ -13,8 +13,8 @@ from flax import nnx
 from jax import lax
 
 import inna_jax
-from inna_jax._jaxpr_layers import find_layers
-from inna_jax._ntk_layers import layerwise_jacobian
+from inna_jax.gauss_newton._find_layers import find_layers
+from inna_jax.gauss_newton._layerwise_jacobian import layerwise_jacobian
 from inna_jax.models import MLP, NiN, SmallCNN
 
 IMPLEMENTATIONS = ("auto", "structured", "jacobian", "matrix_free")

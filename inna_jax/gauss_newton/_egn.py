@@ -37,12 +37,15 @@ import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
 
-from inna_jax._gauss_newton_losses import (
+from inna_jax._validation import as_float_arrays, check_positive
+from inna_jax.gauss_newton._gram import PredictFn, _gram_matrix_free, check_implementation
+from inna_jax.gauss_newton._layerwise_jacobian import flatten, unflatten
+from inna_jax.gauss_newton._loss_roots import (
     as_matrix,
     check_loss,
     loss_terms,
 )
-from inna_jax._gauss_newton_step import (
+from inna_jax.gauss_newton._step import (
     Direction,
     GaussNewtonState,
     check_batch,
@@ -50,9 +53,6 @@ from inna_jax._gauss_newton_step import (
     gauss_newton_transformation,
     layer_pass,
 )
-from inna_jax._ntk import PredictFn, _gram_matrix_free, check_implementation
-from inna_jax._ntk_layers import flatten, unflatten
-from inna_jax._validation import as_float_arrays, check_positive
 
 _MAX_JITTER_TRIES = 12
 

@@ -21,7 +21,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from inna_jax._ntk import (
+from inna_jax.gauss_newton._gram import (
     PredictFn,
     check_implementation,
     check_reduction,

@@ -24,7 +24,7 @@ adds a constant 1 to :math:`a`. Two ways to evaluate it, chosen per layer by cos
 * ``"jacobian"``: the layer's Jacobian :math:`J_l = \sum_s a_{is}\otimes\delta_{iks}`
   (:math:`n \times GDF`), then :math:`J_lJ_l^\top`: :math:`G(nSDF + n^2DF)`.
 
-Parameters that :func:`inna_jax._jaxpr_layers.find_layers` cannot place get their exact
+Parameters that :func:`inna_jax.gauss_newton._find_layers.find_layers` cannot place get their exact
 per-example Jacobian from the same VJP (reverse mode restricted to those leaves, inside the
 per-example ``vmap``).
 """
@@ -39,7 +39,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from inna_jax._jaxpr_layers import Layer, ModelLayers, find_layers, run_with_hooks
+from inna_jax.gauss_newton._find_layers import Layer, ModelLayers, find_layers, run_with_hooks
 
 CHOICES = ("structured", "jacobian")
 

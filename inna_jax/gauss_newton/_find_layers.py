@@ -17,7 +17,7 @@ walks the program. A parameter leaf is followed through *views* (``reshape``, ``
 A leaf whose uses are all weight uses is *placed*: each use becomes a layer. A bias use merges
 into the layer it follows. Every other leaf is a *fallback* leaf, whose exact per-example
 Jacobian is computed by reverse-mode differentiation restricted to it (see
-:mod:`inna_jax._ntk_layers`).
+:mod:`inna_jax.gauss_newton._layerwise_jacobian`).
 
 :func:`run_with_hooks` re-evaluates the program eqn by eqn with
 ``eqn.primitive.bind(...)`` (the custom-interpreter pattern of the JAX documentation): it

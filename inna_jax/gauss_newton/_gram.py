@@ -18,8 +18,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from inna_jax._jaxpr_layers import find_layers
-from inna_jax._ntk_layers import (
+from inna_jax.gauss_newton._find_layers import find_layers
+from inna_jax.gauss_newton._layerwise_jacobian import (
     REDUCTIONS,
     choose,
     cross_gram,

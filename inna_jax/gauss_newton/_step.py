@@ -19,21 +19,21 @@ import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
 
-from inna_jax._gauss_newton_losses import (
-    LossTerms,
-    as_matrix,
-    hessian_root,
-    loss_terms,
-    mean_loss,
-)
-from inna_jax._jaxpr_layers import ModelLayers, find_layers
-from inna_jax._ntk_layers import LayerwiseJacobian, layerwise_jacobian
 from inna_jax._validation import (
     as_float_arrays,
     check_nonnegative,
     check_positive,
     check_schedule_value,
     concrete_float,
+)
+from inna_jax.gauss_newton._find_layers import ModelLayers, find_layers
+from inna_jax.gauss_newton._layerwise_jacobian import LayerwiseJacobian, layerwise_jacobian
+from inna_jax.gauss_newton._loss_roots import (
+    LossTerms,
+    as_matrix,
+    hessian_root,
+    loss_terms,
+    mean_loss,
 )
 
 LM_RULES = ("relative", "reference")
