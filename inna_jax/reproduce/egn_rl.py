@@ -325,7 +325,7 @@ def main(args: argparse.Namespace) -> int:
     updates: dict[str, Any] | None = (
         None if args.dqn_updates is None else dict.fromkeys(envs, args.dqn_updates)
     )
-    flags = {
+    flags: dict[str, Any] = {
         name: tuple(value) if isinstance(value, list) else value
         for name, value in vars(args).items()
         if name in _RUN_ARGUMENTS
