@@ -279,55 +279,29 @@ def _run(*, out, datasets, seeds, epochs, batch_size, grids, egn_regularizer, qu
     return rows
 
 
+_pint, _pfloat = cli_args.positive_int, cli_args.positive_float
+_FLAGS = (
+    ("--out", None, "out/egn", "output folder (CSV, JSON, PNG)"),
+    ("--datasets", cli_args.choice(DATASETS), list(DATASETS),
+     "data sets (California housing only if already on disk)", {"nargs": "+"}),
+    ("--seeds", _pint, 2, "seeds per method"),
+    ("--epochs", _pint, None, "epochs for every data set (default per set)"),
+    ("--batch-size", _pint, 32, "batch size of every method"),
+    ("--egn-lr", _pfloat, [0.3, 1.0], "EGN step caps tried", {"nargs": "+"}),
+    ("--egn-regularizer", _pfloat, 1.0, "EGN initial lambda"),
+    ("--sgn-lr", _pfloat, [0.1, 1.0], "SGN step caps tried", {"nargs": "+"}),
+)  # fmt: skip
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``inna-jax egn``."""
-    parser.add_argument("--out", default="out/egn", help="output folder (CSV, JSON, PNG)")
-    parser.add_argument(
-        "--datasets",
-        nargs="+",
-        type=cli_args.choice(DATASETS),
-        default=list(DATASETS),
-        help="data sets (California housing only if already on disk)",
-    )
-    parser.add_argument("--seeds", type=cli_args.positive_int, default=2, help="seeds per method")
-    parser.add_argument(
-        "--epochs",
-        type=cli_args.positive_int,
-        default=None,
-        help="epochs for every data set (default per set)",
-    )
-    parser.add_argument(
-        "--batch-size", type=cli_args.positive_int, default=32, help="batch size of every method"
-    )
-    parser.add_argument(
-        "--egn-lr",
-        type=cli_args.positive_float,
-        nargs="+",
-        default=[0.3, 1.0],
-        help="EGN step caps tried",
-    )
-    parser.add_argument(
-        "--egn-regularizer",
-        type=cli_args.positive_float,
-        default=1.0,
-        help="EGN initial lambda",
-    )
-    parser.add_argument(
-        "--sgn-lr",
-        type=cli_args.positive_float,
-        nargs="+",
-        default=[0.1, 1.0],
-        help="SGN step caps tried",
-    )
+    cli_args.add_flags(parser, _FLAGS)
     parser.add_argument(
         "--full", action="store_true", help="paper-like run: 5 seeds and more epochs (slow)"
     )
     parser.add_argument("--progress", action="store_true", help="show a progress bar per group")
     parser.add_argument(
-        "--blas-threads",
-        type=cli_args.positive_int,
-        default=1,
-        help="OpenBLAS/LAPACK threads (Cholesky on CPU)",
+        "--blas-threads", type=_pint, default=1, help="OpenBLAS/LAPACK threads (Cholesky on CPU)"
     )
     cli_args.add_parallel_arguments(parser, groups=True)
 
@@ -338,13 +312,7 @@ def main(args: argparse.Namespace) -> int:
     epochs = dict(FULL_EPOCHS) if args.full else {}
     if args.epochs is not None:
         epochs = {name: args.epochs for name in DATASETS}
-    cli_args.setup_parallel(args)
-    mesh = cli_args.device_mesh(args, groups=True)
-    if args.batch_size % args.data_devices:
-        raise cli_args.UsageError(
-            f"--batch-size {args.batch_size} must be a multiple of --data-devices "
-            f"{args.data_devices}"
-        )
+    mesh = cli_args.group_mesh(args)  # jax.distributed on several hosts, then the mesh
     try:
         run(
             out=args.out,

@@ -107,28 +107,21 @@ def plot(
 
 
 _COLUMNS = (
-    ("dataset", "<11", ""),
-    ("method", "<17", ""),
-    ("metric", "<14", ""),
-    ("final (mean ± std)", "<22", ""),
-    ("s/run", ">9", ".2f"),
-    ("steps", ">8", "d"),
+    ("dataset", "<11", ""), ("method", "<17", ""), ("metric", "<14", ""),
+    ("final (mean ± std)", "<22", ""), ("s/run", ">9", ".2f"), ("steps", ">8", "d"),
     ("stopped", ">9", "d"),
-)
+)  # fmt: skip
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """The table as printed: one line per data set and method."""
-    return tables.format_table(
-        _COLUMNS,
-        (
-            (r["dataset"], r["method"], r["metric"],
-             f"{r['final_mean']:.4f} ± {r['final_std']:.4f}", r["seconds"], r["steps"],
-             r["stopped"])
-            for r in rows
-        ),
-        sep="",
-    )  # fmt: skip
+    cells = [
+        (r["dataset"], r["method"], r["metric"],
+         f"{r['final_mean']:.4f} ± {r['final_std']:.4f}", r["seconds"], r["steps"],
+         r["stopped"])
+        for r in rows
+    ]  # fmt: skip
+    return tables.format_table(_COLUMNS, cells, sep="")
 
 
 def write(out: Path, rows: list[dict], history: list[dict], summary: dict, start: float) -> None:
