@@ -348,13 +348,7 @@ def main(args: argparse.Namespace) -> int:
         raise cli_args.UsageError(
             f"--grid-epochs {args.grid_epochs} must be at most --epochs {args.epochs}"
         )
-    cli_args.setup_parallel(args)  # jax.distributed on several hosts; a no-op for one process
-    mesh = cli_args.device_mesh(args, groups=True)
-    if args.batch_size % args.data_devices:
-        raise cli_args.UsageError(
-            f"--batch-size {args.batch_size} must be a multiple of --data-devices "
-            f"{args.data_devices}"
-        )
+    mesh = cli_args.group_mesh(args)  # jax.distributed on several hosts, then the mesh
     try:
         run(
             dataset=args.dataset,

@@ -141,6 +141,22 @@ def _final_train_loss(runs: list) -> float:
     return run.history[-1]["train_loss"]
 
 
+def group_options(epochs: int, batch_size: int, mesh: Any, quiet: bool) -> dict[str, Any]:
+    """What every group of Figure 2 trains with, grid searches and seeds alike: cross-entropy,
+    the batch size, the mesh, and LLVM -O1 on a CPU
+    (:func:`~inna_jax.reproduce.protocol.fast_compile_options`)."""
+    from inna_jax.reproduce import protocol
+
+    return {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "loss": "cross_entropy",
+        "mesh": mesh,
+        "quiet": quiet,
+        "compiler_options": protocol.fast_compile_options(mesh),
+    }
+
+
 def grid_search(
     dataset: str,
     data: Any,
@@ -184,15 +200,10 @@ def grid_search(
             values,
             score=_final_train_loss,
             seeds=(seed,),
-            epochs=epochs,
-            batch_size=batch_size,
-            loss="cross_entropy",
-            mesh=mesh,
-            quiet=quiet,
             desc=f"grid {method}",
             eval_every=None,  # the score needs the final training loss only
             eval_test=False,
-            compiler_options=protocol.fast_compile_options(mesh),
+            **group_options(epochs, batch_size, mesh, quiet),
         )
 
     searched = [m for m, values in grids.items() if len(values) > 1]
@@ -274,13 +285,8 @@ def train_method(
         models,
         [make_optimizer(method, best[method])] * seeds,
         range(seeds),
-        epochs=epochs,
-        batch_size=batch_size,
-        loss="cross_entropy",
-        mesh=mesh,
-        quiet=quiet,
         desc=f"{method} g0={best[method]:g}, {seeds} seeds",
-        compiler_options=protocol.fast_compile_options(mesh),
+        **group_options(epochs, batch_size, mesh, quiet),
     )
     return best[method], rows, runs
 

@@ -114,31 +114,26 @@ def plot(path: Path, curves: dict, table: dict, label: str, batch_size: int) -> 
 
 
 _COLUMNS = (
-    ("method", "<16", ""),
-    ("gamma0", ">8", "g"),
-    ("log10 train loss (min..max)", ">30", ""),
-    ("test accuracy (min..max)", ">28", ""),
-    ("diverged", ">8", "d"),
-)
+    ("method", "<16", ""), ("gamma0", ">8", "g"), ("log10 train loss (min..max)", ">30", ""),
+    ("test accuracy (min..max)", ">28", ""), ("diverged", ">8", "d"),
+)  # fmt: skip
 
 
 def format_table(rows: list[dict]) -> str:
     """The final table as printed: mean (min..max) over seeds of each method."""
-    return tables.format_table(
-        _COLUMNS,
+    cells = [
         (
-            (
-                r["method"],
-                r["gamma0"],
-                f"{r['log10_train_loss']:+.3f} ({r['log10_train_loss_min']:+.3f}.."
-                f"{r['log10_train_loss_max']:+.3f})",
-                f"{r['test_accuracy']:.4f} ({r['test_accuracy_min']:.4f}.."
-                f"{r['test_accuracy_max']:.4f})",
-                r["diverged_seeds"],
-            )
-            for r in rows
-        ),
-    )
+            r["method"],
+            r["gamma0"],
+            f"{r['log10_train_loss']:+.3f} ({r['log10_train_loss_min']:+.3f}.."
+            f"{r['log10_train_loss_max']:+.3f})",
+            f"{r['test_accuracy']:.4f} ({r['test_accuracy_min']:.4f}.."
+            f"{r['test_accuracy_max']:.4f})",
+            r["diverged_seeds"],
+        )
+        for r in rows
+    ]  # fmt: skip
+    return tables.format_table(_COLUMNS, cells)
 
 
 def write(out: Path, summary: dict[str, Any], grid_rows, history_rows, curves: dict) -> None:

@@ -16,27 +16,20 @@ from inna_jax.reproduce import tables
 from inna_jax.reproduce.hb_nag_ntk_runs import label
 
 _COLUMNS = (
-    ("method", "<12", ""),
-    ("fit", "<8", ""),
-    ("window t", "<16", ""),
-    ("network", ">9", ".4f"),
-    ("NTK discr", ">10", ".4f"),
-    ("NTK ODE", ">9", ".4f"),
-    ("predicted", ">10", ".4f"),
-)
+    ("method", "<12", ""), ("fit", "<8", ""), ("window t", "<16", ""), ("network", ">9", ".4f"),
+    ("NTK discr", ">10", ".4f"), ("NTK ODE", ">9", ".4f"), ("predicted", ">10", ".4f"),
+)  # fmt: skip
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """The fitted slopes of each configuration (network, NTK model, NTK ODE) and the predicted
     rate, as printed."""
-    return tables.format_table(
-        _COLUMNS,
-        (
-            (label(r["method"], r["hyper"]), r["fit"], r["window"], r["slope_discrete"],
-             r["slope_linear"], r["slope_ntk_ode"], r["predicted"])
-            for r in rows
-        ),
-    )  # fmt: skip
+    cells = [
+        (label(r["method"], r["hyper"]), r["fit"], r["window"], r["slope_discrete"],
+         r["slope_linear"], r["slope_ntk_ode"], r["predicted"])
+        for r in rows
+    ]  # fmt: skip
+    return tables.format_table(_COLUMNS, cells)
 
 
 def _pyplot():
@@ -59,6 +52,14 @@ def _legend_below(ax, handles=None, ncol=2):
         fontsize=8,
         frameon=False,
     )
+
+
+def _save(plt, fig, title: str, path) -> None:
+    """The figure's title, a tight layout, the PNG at 120 dpi, and the figure closed."""
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
 
 
 def config_label(method: str, hyper: float, lr: float) -> str:
@@ -100,15 +101,11 @@ def plot_curves(out, curves_by_config, loglog, settings):
         ax.set_xlabel("t")
         _legend_below(ax, handles[method] + style)
     axes[0].set_ylabel("training loss ||u − y||² / 2n")
-    fig.suptitle(
+    title = (
         f"Two-layer ReLU net on {settings['n']} digits, width {settings['width']}: "
-        f"η = s = {lr:g}, {settings['steps']} steps, {settings['dtype']}",
-        fontsize=11,
+        f"η = s = {lr:g}, {settings['steps']} steps, {settings['dtype']}"
     )
-    fig.tight_layout()
-    name = "loss_loglog.png" if loglog else "loss_semilog.png"
-    fig.savefig(out / name, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    _save(plt, fig, title, out / ("loss_loglog.png" if loglog else "loss_semilog.png"))
 
 
 def plot_slopes(out, rows, settings):
@@ -143,14 +140,11 @@ def plot_slopes(out, rows, settings):
         ax.set_xlabel("predicted asymptotic slope")
         ax.set_ylabel(f"fitted {kind} slope of the loss")
         _legend_below(ax, ncol=3)
-    fig.suptitle(
+    title = (
         f"Fitted against predicted loss slopes: {settings['n']} digits, η = s = "
-        f"{settings['learning_rate']:g}, {settings['steps']} steps",
-        fontsize=11,
+        f"{settings['learning_rate']:g}, {settings['steps']} steps"
     )
-    fig.tight_layout()
-    fig.savefig(out / "slopes.png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    _save(plt, fig, title, out / "slopes.png")
 
 
 def plot_width(out, sweep_rows, settings):
@@ -193,11 +187,8 @@ def plot_width(out, sweep_rows, settings):
     _legend_below(axes[0], color_handles + gap_style)
     _legend_below(axes[1], color_handles + loss_style)
     _legend_below(axes[2])
-    fig.suptitle(
+    title = (
         f"Width sweep: {settings['n']} digits, η = s = {lr:g}, {settings['sweep_steps']} steps, "
-        f"widths {', '.join(str(w) for w in kernel_rows)}",
-        fontsize=11,
+        f"widths {', '.join(str(w) for w in kernel_rows)}"
     )
-    fig.tight_layout()
-    fig.savefig(out / "width_sweep.png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    _save(plt, fig, title, out / "width_sweep.png")

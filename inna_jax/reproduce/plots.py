@@ -82,10 +82,10 @@ def band(
     Returns:
         The line of the mean.
     """
-    xs, ys = x, np.atleast_2d(np.asarray(ys, float))
+    xs, ys = np.asarray(x, float), np.atleast_2d(np.asarray(ys, float))
     if skip_empty:
         keep = np.any(np.isfinite(ys), axis=0)
-        xs, ys = np.asarray(x, float)[keep], ys[:, keep]
+        xs, ys = xs[keep], ys[:, keep]
     mean, lo, hi = spread(ys)
     (line,) = ax.plot(xs, mean, label=label, color=color, **kwargs)
     if (np.sum(np.isfinite(ys), axis=0) >= 2).any():
