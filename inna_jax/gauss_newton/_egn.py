@@ -48,6 +48,7 @@ from inna_jax.gauss_newton._loss_roots import (
 from inna_jax.gauss_newton._step import (
     Direction,
     GaussNewtonState,
+    StepSettings,
     check_batch,
     check_lm_rule,
     gauss_newton_transformation,
@@ -499,9 +500,7 @@ def egn(
             chunk_size=chunk_size,
         )
 
-    return gauss_newton_transformation(
-        direction_fn,
-        predict_fn,
+    settings = StepSettings(
         loss=loss,
         learning_rate=learning_rate,
         regularizer=regularizer,
@@ -518,8 +517,8 @@ def egn(
         lm_increase=lm_increase,
         lm_decrease=lm_decrease,
         lm_bounds=lm_bounds,
-        name="egn",
     )
+    return gauss_newton_transformation(direction_fn, predict_fn, settings, "egn")
 
 
 __all__ = ["GaussNewtonState", "egn", "egn_direction"]
