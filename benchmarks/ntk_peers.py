@@ -306,6 +306,16 @@ def main(argv=None):
     parser.add_argument("--venv", type=pathlib.Path, default=DEFAULT_VENV)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
+    parser.add_argument(
+        "--ours", nargs="+", default=list(OURS), choices=OURS, help="inna_jax's implementations"
+    )
+    parser.add_argument(
+        "--theirs",
+        nargs="+",
+        default=list(THEIRS),
+        choices=THEIRS,
+        help="neural-tangents' implementations (structured is the agreement's reference)",
+    )
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--calls", type=int, default=7)
     parser.add_argument("--agreement", action=argparse.BooleanOptionalAction, default=True)
@@ -321,9 +331,15 @@ def main(argv=None):
         args.side = args.worker
         worker(args)
         return
+    if "structured" not in args.theirs:
+        parser.error("--theirs must include structured: the agreement's reference")
     theirs = ensure_venv(args.venv)
     ours = pathlib.Path(sys.executable)
     results = {"machine": machine(), "rows": []}
+    dropped = {
+        "ours": [i for i in OURS if i not in args.ours],
+        "theirs": [i for i in THEIRS if i not in args.theirs],
+    }
     tmp = pathlib.Path(os.environ.get("TMPDIR", "/tmp"))
     for name in args.models:
         runs = {"ours": [], "theirs": []}
@@ -331,7 +347,9 @@ def main(argv=None):
             order = ("ours", "theirs") if r % 2 == 0 else ("theirs", "ours")
             for side in order:
                 python = ours if side == "ours" else theirs
-                res = run_worker(python, side, name, "float32", args.kinds, args.calls, "", [])
+                res = run_worker(
+                    python, side, name, "float32", args.kinds, args.calls, "", dropped[side]
+                )
                 runs[side].append(res)
                 print(f"{name} {side} round {r}: done", file=sys.stderr, flush=True)
         agree = {}
@@ -344,7 +362,8 @@ def main(argv=None):
             )
             for side in ("ours", "theirs"):
                 python = ours if side == "ours" else theirs
-                run_worker(python, side, name, "float64", args.kinds, 1, paths[side], skip)
+                drop = sorted(set(skip) | set(dropped[side]))
+                run_worker(python, side, name, "float64", args.kinds, 1, paths[side], drop)
             import numpy as np
 
             a, b = np.load(paths["ours"]), np.load(paths["theirs"])

@@ -32,27 +32,31 @@ X1 = jax.random.normal(jax.random.key(1), (11, 4))
 X2 = jax.random.normal(jax.random.key(2), (7, 4))
 
 
-@pytest.mark.parametrize("implementation", ["auto", "matrix_free"])
-@pytest.mark.parametrize("reduction", ["full", "trace", "diagonal"])
+# every block is an ntk_gram cross-kernel, and tests/test_ntk_cross.py checks those for every
+# implementation: here the blocking, padding and assembly, and "matrix_free" once
+@pytest.mark.parametrize(
+    ("implementation", "reduction"),
+    [("auto", "full"), ("auto", "trace"), ("auto", "diagonal"), ("matrix_free", "full")],
+)
 def test_blocks_equal_one_block(implementation, reduction):
     for other in (None, X2) if reduction != "diagonal" else (None, X2[:4]):
         x1 = X1 if other is None or reduction != "diagonal" else X1[:4]
         whole = inna_jax.ntk_gram(
             _predict, PARAMS, x1, other, implementation=implementation, reduction=reduction
         )
-        for size in (3, 4):  # 11 = 3 blocks of 4 (the last padded), 4 blocks of 3
-            blocked = inna_jax.ntk_gram_blocked(
-                _predict,
-                PARAMS,
-                x1,
-                other,
-                implementation=implementation,
-                reduction=reduction,
-                block_size=size,
-                progress=False,
-            )
-            assert isinstance(blocked, np.ndarray) and blocked.shape == whole.shape
-            np.testing.assert_allclose(blocked, whole, rtol=1e-13, atol=1e-13)
+        # blocks of 3: 11 = 3 + 3 + 3 + 2, 7 = 3 + 3 + 1 and 4 = 3 + 1, the last ones padded
+        blocked = inna_jax.ntk_gram_blocked(
+            _predict,
+            PARAMS,
+            x1,
+            other,
+            implementation=implementation,
+            reduction=reduction,
+            block_size=3,
+            progress=False,
+        )
+        assert isinstance(blocked, np.ndarray) and blocked.shape == whole.shape
+        np.testing.assert_allclose(blocked, whole, rtol=1e-13, atol=1e-13)
 
 
 def test_plan_counts_blocks():
@@ -67,12 +71,12 @@ def test_plan_counts_blocks():
 
 
 def test_memory_bound_picks_the_largest_block_that_fits():
-    x = jax.random.normal(jax.random.key(3), (64, 4))
+    x = jax.random.normal(jax.random.key(3), (32, 4))
     one = inna_jax.ntk_block_plan(_predict, PARAMS, x)
-    assert one.block_size == 64 and one.blocks == 1
+    assert one.block_size == 32 and one.blocks == 1
     bound = one.block_bytes // 5
     plan = inna_jax.ntk_block_plan(_predict, PARAMS, x, max_memory=bound)
-    assert plan.block_size < 64 and plan.block_bytes <= bound
+    assert plan.block_size < 32 and plan.block_bytes <= bound
     twice = inna_jax.ntk_block_plan(_predict, PARAMS, x, block_size=2 * plan.block_size)
     assert twice.block_bytes > bound  # the next size up would not fit
     blocked = inna_jax.ntk_gram_blocked(_predict, PARAMS, x, max_memory=bound, progress=False)

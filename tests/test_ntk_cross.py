@@ -36,14 +36,17 @@ def _second_batch(x, size, seed):
     return jax.tree.unflatten(tree, new)
 
 
+#: the dense per-example Jacobian, compiled once per model and batch shape
+_JACOBIAN = jax.jit(_per_example_jacobian, static_argnums=0)
+
+
 def _reference(fn, params, x1, x2, reduction):
     """The dense kernel, reduced in NumPy."""
-    j1 = np.asarray(jax.jit(lambda p, x: _per_example_jacobian(fn, p, x))(params, x1))
-    j2 = np.asarray(jax.jit(lambda p, x: _per_example_jacobian(fn, p, x))(params, x2))
+    j1 = np.asarray(_JACOBIAN(fn, params, x1))
+    j2 = np.asarray(_JACOBIAN(fn, params, x2))
     out = jax.eval_shape(fn, params, x1)
-    b1, b2 = j1.shape[0] // int(np.prod(out.shape[1:])), None
-    c = j1.shape[0] // b1
-    b2 = j2.shape[0] // c
+    c = int(np.prod(out.shape[1:]))
+    b1, b2 = j1.shape[0] // c, j2.shape[0] // c
     full = j1 @ j2.T  # rows (i, c), columns (j, d)
     blocks = full.reshape(b1, c, b2, c)
     if reduction == "full":
@@ -92,30 +95,48 @@ def test_cross_kernel_and_reductions_equal_the_dense_kernel(name):
 
 def test_cross_kernel_of_a_batch_with_itself_is_the_gram():
     fn, params, x = MODELS["heads_and_positions"]()
-    for implementation in IMPLEMENTATIONS:
-        gram = inna_jax.ntk_gram(fn, params, x, implementation=implementation)
-        cross = inna_jax.ntk_gram(fn, params, x, x, implementation=implementation)
+
+    @jax.jit
+    def both(p, a):
+        return [
+            (
+                inna_jax.ntk_gram(fn, p, a, implementation=i),
+                inna_jax.ntk_gram(fn, p, a, a, implementation=i),
+            )
+            for i in IMPLEMENTATIONS
+        ]
+
+    for gram, cross in both(params, x):
         np.testing.assert_allclose(cross, gram, rtol=1e-13, atol=1e-13 * float(gram.max()))
 
 
 def test_matrix_free_chunks_agree_for_every_reduction():
     fn, params, x1 = MODELS["mlp_c3"]()
     x2 = _second_batch(x1, 7, seed=3)
-    for reduction, other in (("full", x2), ("trace", x2), ("diagonal", None)):
-        whole = inna_jax.ntk_gram(
-            fn, params, x1, other, implementation="matrix_free", reduction=reduction
-        )
-        for chunk in (4, 100):
-            part = inna_jax.ntk_gram(
-                fn,
-                params,
-                x1,
-                other,
-                implementation="matrix_free",
-                reduction=reduction,
-                chunk_size=chunk,
-            )
-            np.testing.assert_allclose(part, whole, rtol=1e-13, atol=1e-13)
+    cases = (("full", x2), ("trace", x2), ("diagonal", None))
+
+    # chunk_size 4: 4 columns at a time for "full", one example (C = 3 columns) for the
+    # others, the last chunk shorter; None: all columns at once
+    @jax.jit
+    def every(p, a, b):
+        return [
+            [
+                inna_jax.ntk_gram(
+                    fn,
+                    p,
+                    a,
+                    None if other is None else b,
+                    implementation="matrix_free",
+                    reduction=reduction,
+                    chunk_size=chunk,
+                )
+                for chunk in (None, 4)
+            ]
+            for reduction, other in cases
+        ]
+
+    for whole, part in every(params, x1, x2):
+        np.testing.assert_allclose(part, whole, rtol=1e-13, atol=1e-13)
 
 
 def test_bad_second_batch_and_reduction():

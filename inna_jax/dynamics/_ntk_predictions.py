@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple, cast
 
+import jax
 import numpy as np
 
 from inna_jax._validation import concrete_float
@@ -141,8 +142,9 @@ def ntk_predictions(
             f"y_train must have the shape of the outputs {f0.shape}, got shape {y.shape}"
         )
     n = f0.shape[0]
-    theta = np.asarray(ntk_gram(predict_fn, params, x_train, implementation=implementation))
-    theta = np.asarray(theta, np.float64)
+    # one compiled program per kernel: ntk_gram run eagerly dispatches op by op
+    gram = jax.jit(lambda p, x: ntk_gram(predict_fn, p, x, implementation=implementation))
+    theta = np.asarray(gram(params, x_train), np.float64)
     lam, q = np.linalg.eigh((theta + theta.T) / (2 * n))
     tiny = max(float(lam[-1]), 0.0) * lam.shape[0] * np.finfo(np.float64).eps * 10
     lam = np.where(lam > tiny, lam, 0.0)
@@ -152,10 +154,10 @@ def ntk_predictions(
     test = k_test = None
     if x_test is not None:
         f0_test = np.asarray(predict_fn(params, x_test), np.float64)
-        k_test = np.asarray(
-            ntk_gram(predict_fn, params, x_test, x_train, implementation=implementation),
-            np.float64,
+        cross = jax.jit(
+            lambda p, a, b: ntk_gram(predict_fn, p, a, b, implementation=implementation)
         )
+        k_test = np.asarray(cross(params, x_test, x_train), np.float64)
         safe = np.where(lam > 0, lam, 1.0)
         gain = np.where(lam[None] > 0, (phi - 1.0) / safe[None], 0.0)  # (T, N)
         w = ((gain * c[None]) @ q.T) / n  # (T, nC)
