@@ -2,30 +2,32 @@
 
 The public API is exactly what is re-exported here; see ``__all__``. The subpackage
 ``inna_jax.dynamics`` (diffrax) is imported on first use, so that ``import inna_jax`` loads
-neither diffrax nor matplotlib nor orbax.
+neither diffrax nor matplotlib nor orbax. ``inna_jax.inertial`` (INNA, INNAprop) and
+``inna_jax.gauss_newton`` (EGN, SGN, the Gram) hold the implementation in private modules;
+their public names are the ones re-exported here.
 """
 
 from typing import TYPE_CHECKING
 
-from inna_jax._egn import egn as egn
-from inna_jax._egn import egn_direction as egn_direction
-from inna_jax._gauss_newton_step import GaussNewtonState as GaussNewtonState
-from inna_jax._inna import inna as inna
-from inna_jax._inna import inna_psi0 as inna_psi0
-from inna_jax._inna import inna_step as inna_step
-from inna_jax._inna import transform as transform
-from inna_jax._innaprop import innaprop as innaprop
-from inna_jax._ntk import NTKPlan as NTKPlan
-from inna_jax._ntk import NTKPlanRow as NTKPlanRow
-from inna_jax._ntk import ntk_gram as ntk_gram
-from inna_jax._ntk import ntk_plan as ntk_plan
-from inna_jax._ntk_blocked import BlockPlan as BlockPlan
-from inna_jax._ntk_blocked import ntk_block_plan as ntk_block_plan
-from inna_jax._ntk_blocked import ntk_gram_blocked as ntk_gram_blocked
-from inna_jax._scale_by_inna import InnaState as InnaState
-from inna_jax._scale_by_inna import scale_by_inna as scale_by_inna
-from inna_jax._schedules import power_decay as power_decay
-from inna_jax._sgn import sgn as sgn
+from inna_jax.gauss_newton._egn import egn as egn
+from inna_jax.gauss_newton._egn import egn_direction as egn_direction
+from inna_jax.gauss_newton._gram import NTKPlan as NTKPlan
+from inna_jax.gauss_newton._gram import NTKPlanRow as NTKPlanRow
+from inna_jax.gauss_newton._gram import ntk_gram as ntk_gram
+from inna_jax.gauss_newton._gram import ntk_plan as ntk_plan
+from inna_jax.gauss_newton._gram_blocked import BlockPlan as BlockPlan
+from inna_jax.gauss_newton._gram_blocked import ntk_block_plan as ntk_block_plan
+from inna_jax.gauss_newton._gram_blocked import ntk_gram_blocked as ntk_gram_blocked
+from inna_jax.gauss_newton._sgn import sgn as sgn
+from inna_jax.gauss_newton._step import GaussNewtonState as GaussNewtonState
+from inna_jax.inertial._inna import inna as inna
+from inna_jax.inertial._inna import inna_psi0 as inna_psi0
+from inna_jax.inertial._inna import inna_step as inna_step
+from inna_jax.inertial._inna import transform as transform
+from inna_jax.inertial._innaprop import innaprop as innaprop
+from inna_jax.inertial._scale_by_inna import InnaState as InnaState
+from inna_jax.inertial._scale_by_inna import scale_by_inna as scale_by_inna
+from inna_jax.inertial._schedules import power_decay as power_decay
 
 if TYPE_CHECKING:
     from inna_jax import dynamics as dynamics

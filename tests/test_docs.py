@@ -79,7 +79,9 @@ def test_top_level_exports_are_exactly_all():
 
 #: the package's modules in groups of similar doctest time, so that xdist spreads them
 DOCTEST_GROUPS = {
-    "optimizers": sorted(str(p.relative_to(ROOT)) for p in (ROOT / "inna_jax").glob("*.py")),
+    "optimizers": sorted(str(p.relative_to(ROOT)) for p in (ROOT / "inna_jax").glob("*.py"))
+    + ["inna_jax/inertial"],
+    "gauss-newton": ["inna_jax/gauss_newton"],
     "dynamics": ["inna_jax/dynamics"],
     "train-data-models": ["inna_jax/train", "inna_jax/data", "inna_jax/models"],
     "rl": ["inna_jax/rl"],

@@ -346,8 +346,8 @@ def test_training_decreases_the_loss(loss, rule):
     update = jax.jit(tx.update)
     state = tx.init(params)
     loss_fn = jax.jit(
-        lambda p: inna_jax._gauss_newton_losses.mean_loss(
-            *inna_jax._gauss_newton_losses.as_matrix(fn(p, x), y, loss), loss
+        lambda p: inna_jax.gauss_newton._loss_roots.mean_loss(
+            *inna_jax.gauss_newton._loss_roots.as_matrix(fn(p, x), y, loss), loss
         )
     )
     start = float(loss_fn(params))
@@ -407,7 +407,7 @@ def test_non_finite_trial_gives_no_step_and_raises_lambda():
 
 
 def test_hessian_roots_and_the_reduced_cross_entropy_root():
-    from inna_jax._gauss_newton_losses import as_matrix, loss_terms
+    from inna_jax.gauss_newton._loss_roots import as_matrix, loss_terms
 
     f = jax.random.normal(jax.random.key(0), (5, 4))
     labels = jnp.array([0, 3, 1, 2, 3])
@@ -432,7 +432,7 @@ def test_hessian_roots_and_the_reduced_cross_entropy_root():
 @pytest.mark.parametrize("implementation", ["auto", "matrix_free"])
 @pytest.mark.parametrize("loss", LOSSES)
 def test_slope_and_curvature_come_from_batch_space(loss, implementation):
-    from inna_jax._egn import _direction as direction_fn
+    from inna_jax.gauss_newton._egn import _direction as direction_fn
 
     fn, params, x, y, c = _problem(loss, 7, seed=4)
     lam = 0.3
@@ -457,7 +457,7 @@ def test_slope_and_curvature_come_from_batch_space(loss, implementation):
 
 
 def _gn_loss(fn, params, x, y, loss):
-    from inna_jax._gauss_newton_losses import as_matrix, mean_loss
+    from inna_jax.gauss_newton._loss_roots import as_matrix, mean_loss
 
     return mean_loss(*as_matrix(fn(params, x), y, loss), loss)
 
@@ -480,7 +480,7 @@ def _loss_hessian(fn, params, x, loss, c):
 
 
 def test_cholesky_is_factored_once_outside_any_loop():
-    from inna_jax._egn import _cholesky
+    from inna_jax.gauss_newton._egn import _cholesky
 
     m = jnp.eye(6) * 2.0
     eqns = jax.make_jaxpr(_cholesky)(m).jaxpr.eqns
@@ -491,7 +491,7 @@ def test_cholesky_is_factored_once_outside_any_loop():
 
 
 def test_cholesky_retries_with_jitter_when_the_factor_is_not_finite():
-    from inna_jax._egn import _cholesky
+    from inna_jax.gauss_newton._egn import _cholesky
 
     m = jnp.array([[1.0, 1.0], [1.0, 1.0 - 1e-12]])  # indefinite by 1e-12: no factor
     assert not np.all(np.isfinite(np.asarray(jax.lax.linalg.cholesky(m))))

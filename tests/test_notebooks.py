@@ -55,4 +55,3 @@ def test_notebook_runs_and_its_committed_outputs_are_fresh(path):
             f"{path.name}, code cell {i + 1}: the committed outputs are stale; {hint}.\n"
             f"committed: {a}\nfresh:     {b}{cpu_hint(coretype, why)}"
         )
-

@@ -13,8 +13,8 @@ from flax import nnx
 from jax import lax
 
 import inna_jax
-from inna_jax._jaxpr_layers import find_layers
-from inna_jax._ntk_layers import layerwise_jacobian
+from inna_jax.gauss_newton._find_layers import find_layers
+from inna_jax.gauss_newton._layerwise_jacobian import layerwise_jacobian
 from inna_jax.models import MLP, NiN, SmallCNN
 
 IMPLEMENTATIONS = ("auto", "structured", "jacobian", "matrix_free")
@@ -314,18 +314,24 @@ def test_layers_found_in_flax_models():
     ]
     assert [r.features_in for r in plan.rows] == [3 * 3 * 2 + 1, 3 * 3 * 4 + 1, 9 * 6 + 1]
     assert "conv1.kernel + conv1.bias" in str(plan)
-    # normalisation scales and biases are per-leaf Jacobians; the two Linear layers are placed
+    # normalisation scales and biases are element-wise rows; the two Linear layers are placed
     fn, params, x = batchnorm_eval()
     rows = inna_jax.ntk_plan(fn, params, x).rows
-    assert [r.kind for r in rows[:2]] == ["dense", "dense"]
-    assert {r.name for r in rows[2:]} == {"bn.scale", "bn.bias", "ln.scale", "ln.bias"}
-    assert {r.choice for r in rows[2:]} == {"per-leaf Jacobian"}
+    assert [(r.name, r.kind) for r in rows] == [
+        ("l1.kernel + l1.bias", "dense"),
+        ("bn.scale", "scale"),
+        ("bn.bias", "shift"),
+        ("ln.scale", "scale"),
+        ("ln.bias", "shift"),
+        ("l2.kernel + l2.bias", "dense"),
+    ]
+    assert {r.choice for r in rows[1:5]} == {"elementwise"}
     # a weight used twice: one row per use, its Jacobian summed; its bias is not merged
     fn, params, x = shared_weights()
     rows = inna_jax.ntk_plan(fn, params, x).rows
     shared = [r for r in rows if r.name.startswith(("w[", "k["))]
     assert len(shared) == 4 and {r.choice for r in shared} == {"jacobian"}
-    assert "b" in {r.name for r in rows if r.kind == "per-leaf Jacobian"}
+    assert "b" in {r.name for r in rows if r.kind == "shift"}
     # the forced choices
     fn, params, x = mlp_c3()
     for implementation in ("structured", "jacobian"):

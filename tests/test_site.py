@@ -476,10 +476,11 @@ def test_rest_docstrings_become_markdown():
     )
     extension = module.RstRoles()
     extension._collection = package.modules_collection
-    out = extension.convert(text, package["_inna"])  # as in the docstring of inna_jax._inna
+    out = extension.convert(text, package["inertial._inna"])  # as in inna_jax.inertial._inna
     assert out.split("\n") == [
         "Step $\\theta_{k+1} = \\theta_k$ of "
-        '<autoref identifier="inna_jax._inna.inna" optional><code>inna</code></autoref>, see',
+        '<autoref identifier="inna_jax.inertial._inna.inna" optional><code>inna</code></autoref>,'
+        " see",
         '<autoref identifier="inna_jax.dynamics" optional><code>dynamics</code></autoref>',
         'and <autoref identifier="optax.adam" optional><code>optax.adam</code></autoref>.',
         "",

@@ -19,7 +19,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from inna_jax._inna import inna
 from inna_jax.dynamics._hyper import (
     ALPHA,
     BETA,
@@ -36,6 +35,7 @@ from inna_jax.dynamics._solve import (
     solve_heavy_ball,
     solve_nesterov,
 )
+from inna_jax.inertial._inna import inna
 
 METHODS = ("inna", "gd", "heavy_ball", "nesterov")
 

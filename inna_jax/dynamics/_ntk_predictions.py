@@ -36,9 +36,9 @@ from typing import Any, NamedTuple, cast
 import jax
 import numpy as np
 
-from inna_jax._ntk import ntk_gram
 from inna_jax._validation import concrete_float
 from inna_jax.dynamics._function_space import _hyper, _mode_profile
+from inna_jax.gauss_newton._gram import ntk_gram
 
 
 class NTKPredictions(NamedTuple):

@@ -48,7 +48,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from inna_jax._inna import inna_psi0
 from inna_jax._validation import concrete_float
 from inna_jax.dynamics._fields import (
     din_vector_field,
@@ -68,6 +67,7 @@ from inna_jax.dynamics._hyper import (
     guard,
     resolve_aliases,
 )
+from inna_jax.inertial._inna import inna_psi0
 
 DEFAULT_MAX_STEPS = 2**20
 """Default ``max_steps``: :math:`t_1/\\text{dtmin}` steps for :math:`t_1 \\approx 105`."""

@@ -38,36 +38,32 @@ def _number(kind: type, text: str) -> Any:
     return value
 
 
+def _checked(kind: type, text: str, ok: Any, allowed: str) -> Any:
+    """``text`` as a ``kind``; one line ``must be {allowed}, got ...`` unless ``ok(value)``."""
+    value = _number(kind, text)
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """An argparse type: an integer >= 1."""
-    value = _number(int, text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return value
+    return _checked(int, text, lambda v: v >= 1, "an integer >= 1")
 
 
 def nonnegative_int(text: str) -> int:
     """An argparse type: an integer >= 0."""
-    value = _number(int, text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
-    return value
+    return _checked(int, text, lambda v: v >= 0, "an integer >= 0")
 
 
 def positive_float(text: str) -> float:
     """An argparse type: a finite number > 0."""
-    value = _number(float, text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
+    return _checked(float, text, lambda v: v > 0, "a finite number > 0")
 
 
 def nonnegative_float(text: str) -> float:
     """An argparse type: a finite number >= 0."""
-    value = _number(float, text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-    return value
+    return _checked(float, text, lambda v: v >= 0, "a finite number >= 0")
 
 
 def int_at_least(low: int):
@@ -80,10 +76,7 @@ def int_at_least(low: int):
     """
 
     def parse(text: str) -> int:
-        value = _number(int, text)
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}")
-        return value
+        return _checked(int, text, lambda v: v >= low, f"an integer >= {low}")
 
     parse.__name__ = f"integer >= {low}"
     return parse
@@ -99,12 +92,7 @@ def float_in(low: float, high: float):
     """
 
     def parse(text: str) -> float:
-        value = _number(float, text)
-        if not low <= value < high:
-            raise argparse.ArgumentTypeError(
-                f"must be a number in [{low:g}, {high:g}), got {text!r}"
-            )
-        return value
+        return _checked(float, text, lambda v: low <= v < high, f"a number in [{low:g}, {high:g})")
 
     parse.__name__ = f"number in [{low:g}, {high:g})"
     return parse
@@ -274,6 +262,24 @@ def device_mesh(args: argparse.Namespace, *, groups: bool = False):
     if total % data:
         raise UsageError(f"--data-devices {data} must divide --devices {total}")
     return run_mesh(total // data, data)
+
+
+def group_mesh(args: argparse.Namespace):
+    """For the commands that train groups of runs: starts ``jax.distributed`` when the flags
+    ask for it (:func:`setup_parallel`), and returns :func:`device_mesh` with ``groups=True``.
+
+    Raises:
+        UsageError: as :func:`device_mesh`, or when ``--batch-size`` is not a multiple of
+            ``--data-devices`` (each run's batch is split over them).
+    """
+    setup_parallel(args)  # jax.distributed on several hosts; a no-op for one process
+    mesh = device_mesh(args, groups=True)
+    if args.batch_size % args.data_devices:
+        raise UsageError(
+            f"--batch-size {args.batch_size} must be a multiple of --data-devices "
+            f"{args.data_devices}"
+        )
+    return mesh
 
 
 def fail(prog: str, message: str) -> int:

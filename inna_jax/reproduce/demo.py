@@ -11,13 +11,11 @@ prints a table (final training loss, test accuracy, seconds per method) and writ
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import time
 from pathlib import Path
 from typing import Any
 
-from inna_jax.reproduce import cli_args, plots
+from inna_jax.reproduce import cli_args, files, plots
 from inna_jax.reproduce import registry as reg
 
 #: INNAprop's (alpha, beta) in the demo: :func:`inna_jax.innaprop`'s defaults.
@@ -133,14 +131,9 @@ def run(
 
 
 def _write(results: list[dict[str, Any]], out: Path, *, hidden, batch_size, seed) -> None:
-    with open(out / "results.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["method", "learning_rate", "train_loss", "test_accuracy", "seconds"])
-        for r in results:
-            writer.writerow(
-                [r["method"], r["learning_rate"], r["train_loss"], r["test_accuracy"], r["seconds"]]
-            )
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=float))
+    columns = ("method", "learning_rate", "train_loss", "test_accuracy", "seconds")
+    files.write_csv(out / "results.csv", [{k: r[k] for k in columns} for r in results])
+    files.write_json(out / "results.json", results, newline=False, default=float)
 
     fig, axes = plots.figure(2, width=4.8, height=3.8)
     ax_loss, ax_acc = axes[0]

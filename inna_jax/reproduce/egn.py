@@ -25,15 +25,14 @@ training seconds per run, steps, runs stopped by a non-finite loss) and writes
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from inna_jax.reproduce import cli_args, plots
+from inna_jax.reproduce import cli_args
+from inna_jax.reproduce import egn_report as report
 from inna_jax.reproduce import registry as reg
 
 HIDDEN = (32, 64, 32)
@@ -87,62 +86,6 @@ def make_optimizer(method: str, model, loss: str, lr: float, egn_regularizer: fl
     if method == "sgn":
         return reg.make_optimizer(method, lr, model=model, loss=loss)
     return reg.make_optimizer(method, lr)
-
-
-def _metric(data) -> str:
-    return "test_accuracy" if data.num_classes > 0 else "test_rmse"
-
-
-def _label(method: str, lr: float) -> str:
-    return f"{reg.OPTIMIZERS[method].label.upper()} (lr={lr:g})"
-
-
-def _plot(
-    path: Path, curves: dict, datasets: list, *, batch_size: int, seeds: int, lam: float
-) -> None:
-    fig, axes = plots.figure(len(datasets), 2, width=4.4, height=3.3)
-    for col, data in enumerate(datasets):
-        key = _metric(data)
-        for label, (hist_list, per_run) in curves[data.name].items():
-            n = min(len(hist) for hist in hist_list)  # a stopped run is shorter
-            ys = np.array([[h[key] for h in hist[:n]] for hist in hist_list], dtype=float)
-            steps = np.mean([[h["step"] for h in hist[:n]] for hist in hist_list], axis=0)
-            secs = np.mean([[h["time_s"] for h in hist[:n]] for hist in hist_list], axis=0)
-            line = plots.band(axes[0, col], secs / per_run, ys, label=label)
-            plots.band(axes[1, col], steps, ys, label=label, color=line.get_color())
-        for row, xlabel in enumerate(("wall-clock seconds per run", "steps")):
-            ax = axes[row, col]
-            ax.set_xlabel(xlabel)
-            ax.set_ylabel(key.replace("_", " "))
-            ax.grid(alpha=0.3)
-            if data.num_classes == 0:
-                ax.set_yscale("log")
-        axes[0, col].set_title(f"{data.name} ({key.replace('test_', 'test ')})", fontsize=10)
-        axes[1, col].legend(
-            fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=2, frameon=False
-        )
-    import textwrap
-
-    spread = f"mean and min-max band over {seeds} seeds" if seeds > 1 else "one seed"
-    title = (
-        f"EGN, SGN, SGD and Adam, MLP {'-'.join(map(str, HIDDEN))}, batch {batch_size} "
-        f"({spread}); EGN λ={lam:g} with Armijo line search, SGN λ=1e-3 with 10 CG iterations; "
-        "seconds per run = the group's wall time / its runs"
-    )
-    fig.suptitle(textwrap.fill(title, 55 * len(datasets)), fontsize=9)
-    plots.save(fig, path, dpi=110)
-
-
-def _format_table(rows: list[dict[str, Any]]) -> str:
-    head = f"{'dataset':<11}{'method':<17}{'metric':<14}{'final (mean ± std)':<22}{'s/run':>9}"
-    lines = [head + f"{'steps':>8}{'stopped':>9}", "-" * (len(head) + 17)]
-    for r in rows:
-        final = f"{r['final_mean']:.4f} ± {r['final_std']:.4f}"
-        lines.append(
-            f"{r['dataset']:<11}{r['method']:<17}{r['metric']:<14}{final:<22}"
-            f"{r['seconds']:>9.2f}{r['steps']:>8d}{r['stopped']:>9d}"
-        )
-    return "\n".join(lines)
 
 
 def run(
@@ -227,21 +170,8 @@ def run(
 GAUSS_NEWTON = ("egn", "egn_lm", "sgn")
 
 
-def _run(*, out, datasets, seeds, epochs, batch_size, grids, egn_regularizer, quiet, mesh):
-    from inna_jax.reproduce import protocol
-    from inna_jax.train import _parallel
-
-    # On CPU the Gauss-Newton groups apply one compiled single-run step to each run in turn
-    # (fit_many's strategy="loop"): their steps are compute-bound (a bC x bC Gram matrix and
-    # its Cholesky), so a vmapped program is no faster there, and the single-run program
-    # gives each run exactly the numbers of a separate run, while a vmapped float32 program
-    # differs in the last bits, which SGN's CG and line search and the Levenberg-Marquardt
-    # rule amplify. SGD and Adam groups are vmapped. On accelerators every group is vmapped.
-    # The groups train one after the other (not protocol.run_concurrently, as figure2 does):
-    # the table compares the methods' seconds, which groups sharing the cores would blur.
-    cpu = _parallel.platform(mesh) == "cpu"
-    runs_axis = mesh is not None and dict(mesh.shape).get("runs", 1) > 1
-
+def _load_all(datasets, batch_size: int) -> tuple[list, list[str]]:
+    """The data sets that are on disk, and a note for each one skipped."""
     loaded, skipped = [], []
     for name in datasets:
         data = load(name)
@@ -260,83 +190,74 @@ def _run(*, out, datasets, seeds, epochs, batch_size, grids, egn_regularizer, qu
             f"batch_size (--batch-size) {batch_size} is larger than the training set of "
             f"{', '.join(too_small)}"
         )
+    return loaded, skipped
+
+
+def _search(data, method, grid, models, model0, *, seeds, epochs, batch_size,
+            egn_regularizer, quiet, mesh, strategy):  # fmt: skip
+    """One method's group on one data set: every rate of ``grid`` and every seed."""
+    from inna_jax.reproduce import protocol
+
+    key, loss = report.metric(data), reg.loss_for(data)
+    return protocol.grid_search(
+        data,
+        models,
+        make_optimizer(method, model0, loss, float(grid[0]), egn_regularizer),
+        grid,
+        score=lambda runs, key=key: float(np.mean([r.history[-1][key] for r in runs])),
+        higher_is_better=data.num_classes > 0,
+        seeds=range(seeds),
+        epochs=epochs,
+        batch_size=batch_size,
+        loss=loss,
+        mesh=mesh,
+        quiet=quiet,
+        desc=f"{data.name} {method} ({len(grid)} rates x {seeds} seeds)",
+        strategy=strategy,
+    )
+
+
+def _run(*, out, datasets, seeds, epochs, batch_size, grids, egn_regularizer, quiet, mesh):
+    from inna_jax.reproduce import protocol
+    from inna_jax.train import _parallel
+
+    # On CPU the Gauss-Newton groups apply one compiled single-run step to each run in turn
+    # (fit_many's strategy="loop"): their steps are compute-bound (a bC x bC Gram matrix and
+    # its Cholesky), so a vmapped program is no faster there, and the single-run program
+    # gives each run exactly the numbers of a separate run, while a vmapped float32 program
+    # differs in the last bits, which SGN's CG and line search and the Levenberg-Marquardt
+    # rule amplify. SGD and Adam groups are vmapped. On accelerators every group is vmapped.
+    # The groups train one after the other (not protocol.run_concurrently, as figure2 does):
+    # the table compares the methods' seconds, which groups sharing the cores would blur.
+    cpu = _parallel.platform(mesh) == "cpu"
+    runs_axis = mesh is not None and dict(mesh.shape).get("runs", 1) > 1
+
+    loaded, skipped = _load_all(datasets, batch_size)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     history_rows: list[dict[str, Any]] = []
     curves: dict[str, dict[str, tuple]] = {}
     start = time.perf_counter()
     for data in loaded:
-        key = _metric(data)
-        ep = int(epochs[data.name])
-        loss = reg.loss_for(data)
+        key = report.metric(data)
         models = protocol.cached_models(lambda key, data=data: make_model(data, key))
         model0 = models(0)
         curves[data.name] = {}
         for method in METHODS:
             grid = grids[method]
-            found = protocol.grid_search(
-                data,
-                models,
-                make_optimizer(method, model0, loss, float(grid[0]), egn_regularizer),
-                grid,
-                score=lambda runs, key=key: float(np.mean([r.history[-1][key] for r in runs])),
-                higher_is_better=data.num_classes > 0,
-                seeds=range(seeds),
-                epochs=ep,
-                batch_size=batch_size,
-                loss=loss,
-                mesh=mesh,
-                quiet=quiet,
-                desc=f"{data.name} {method} ({len(grid)} rates x {seeds} seeds)",
-                strategy="loop" if cpu and method in GAUSS_NEWTON and not runs_axis else "auto",
-            )
+            loop = cpu and method in GAUSS_NEWTON and not runs_axis
+            found = _search(data, method, grid, models, model0, seeds=seeds,
+                            epochs=int(epochs[data.name]), batch_size=batch_size,
+                            egn_regularizer=egn_regularizer, quiet=quiet, mesh=mesh,
+                            strategy="loop" if loop else "auto")  # fmt: skip
             per_run = len(grid) * seeds  # the group's time is shared by its runs
-            for lr, runs in found.results.items():
-                for s, run in enumerate(runs):
-                    for h in run.history:
-                        history_rows.append(
-                            {"dataset": data.name, "method": method, "learning_rate": lr}
-                            | {"seed": s, "epoch": h["epoch"], "step": h["step"]}
-                            | {"time_s": h["time_s"] / per_run, "train_loss": h["train_loss"]}
-                            | {"metric": key, "value": h.get(key)}
-                        )
-            lr = found.best
-            hists = [r.history for r in found.results[lr]]
-            finals = np.array([h[-1][key] for h in hists], dtype=float)
-            group_seconds = max(r.history[-1]["time_s"] for v in found.results.values() for r in v)
-            label = _label(method, lr)
-            curves[data.name][label] = (hists, per_run)
-            rows.append(
-                {
-                    "dataset": data.name,
-                    "method": label,
-                    "learning_rate": lr,
-                    "metric": key,
-                    "final_mean": float(np.mean(finals)),
-                    "final_std": float(np.std(finals)),
-                    "seconds": float(group_seconds / per_run),
-                    "steps": int(max(h[-1]["step"] for h in hists)),
-                    "stopped": int(sum(r.diverged for r in found.results[lr])),
-                }
-            )
-    print(_format_table(rows))
-    _plot(
-        out / "egn_curves.png",
-        curves,
-        loaded,
-        batch_size=batch_size,
-        seeds=seeds,
-        lam=egn_regularizer,
-    )
-    with open(out / "table.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    (out / "table.json").write_text(json.dumps(rows, indent=2) + "\n")
-    with open(out / "histories.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(history_rows[0]))
-        writer.writeheader()
-        writer.writerows(history_rows)
+            history_rows += report.history_rows(data.name, method, found, per_run, key)
+            rows.append(report.table_row(data.name, method, found, per_run, key))
+            hists = [r.history for r in found.results[found.best]]
+            curves[data.name][rows[-1]["method"]] = (hists, per_run)
+    print(report.format_table(rows))
+    report.plot(out / "egn_curves.png", curves, loaded, hidden=HIDDEN, batch_size=batch_size,
+                seeds=seeds, lam=egn_regularizer)  # fmt: skip
     summary = {
         "hidden": HIDDEN,
         "seeds": seeds,
@@ -352,61 +273,35 @@ def _run(*, out, datasets, seeds, epochs, batch_size, grids, egn_regularizer, qu
         "adam_grid": list(grids["adam"]),
         "skipped": skipped,
         "seconds": "training wall time of each method's group (rates x seeds) / its runs",
-        "wall_seconds": time.perf_counter() - start,
+        "wall_seconds": None,  # set once the tables are written
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    report.write(out, rows, history_rows, summary, start)
     return rows
+
+
+_pint, _pfloat = cli_args.positive_int, cli_args.positive_float
+_FLAGS = (
+    ("--out", None, "out/egn", "output folder (CSV, JSON, PNG)"),
+    ("--datasets", cli_args.choice(DATASETS), list(DATASETS),
+     "data sets (California housing only if already on disk)", {"nargs": "+"}),
+    ("--seeds", _pint, 2, "seeds per method"),
+    ("--epochs", _pint, None, "epochs for every data set (default per set)"),
+    ("--batch-size", _pint, 32, "batch size of every method"),
+    ("--egn-lr", _pfloat, [0.3, 1.0], "EGN step caps tried", {"nargs": "+"}),
+    ("--egn-regularizer", _pfloat, 1.0, "EGN initial lambda"),
+    ("--sgn-lr", _pfloat, [0.1, 1.0], "SGN step caps tried", {"nargs": "+"}),
+)  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``inna-jax egn``."""
-    parser.add_argument("--out", default="out/egn", help="output folder (CSV, JSON, PNG)")
-    parser.add_argument(
-        "--datasets",
-        nargs="+",
-        type=cli_args.choice(DATASETS),
-        default=list(DATASETS),
-        help="data sets (California housing only if already on disk)",
-    )
-    parser.add_argument("--seeds", type=cli_args.positive_int, default=2, help="seeds per method")
-    parser.add_argument(
-        "--epochs",
-        type=cli_args.positive_int,
-        default=None,
-        help="epochs for every data set (default per set)",
-    )
-    parser.add_argument(
-        "--batch-size", type=cli_args.positive_int, default=32, help="batch size of every method"
-    )
-    parser.add_argument(
-        "--egn-lr",
-        type=cli_args.positive_float,
-        nargs="+",
-        default=[0.3, 1.0],
-        help="EGN step caps tried",
-    )
-    parser.add_argument(
-        "--egn-regularizer",
-        type=cli_args.positive_float,
-        default=1.0,
-        help="EGN initial lambda",
-    )
-    parser.add_argument(
-        "--sgn-lr",
-        type=cli_args.positive_float,
-        nargs="+",
-        default=[0.1, 1.0],
-        help="SGN step caps tried",
-    )
+    cli_args.add_flags(parser, _FLAGS)
     parser.add_argument(
         "--full", action="store_true", help="paper-like run: 5 seeds and more epochs (slow)"
     )
     parser.add_argument("--progress", action="store_true", help="show a progress bar per group")
     parser.add_argument(
-        "--blas-threads",
-        type=cli_args.positive_int,
-        default=1,
-        help="OpenBLAS/LAPACK threads (Cholesky on CPU)",
+        "--blas-threads", type=_pint, default=1, help="OpenBLAS/LAPACK threads (Cholesky on CPU)"
     )
     cli_args.add_parallel_arguments(parser, groups=True)
 
@@ -417,13 +312,7 @@ def main(args: argparse.Namespace) -> int:
     epochs = dict(FULL_EPOCHS) if args.full else {}
     if args.epochs is not None:
         epochs = {name: args.epochs for name in DATASETS}
-    cli_args.setup_parallel(args)
-    mesh = cli_args.device_mesh(args, groups=True)
-    if args.batch_size % args.data_devices:
-        raise cli_args.UsageError(
-            f"--batch-size {args.batch_size} must be a multiple of --data-devices "
-            f"{args.data_devices}"
-        )
+    mesh = cli_args.group_mesh(args)  # jax.distributed on several hosts, then the mesh
     try:
         run(
             out=args.out,

@@ -163,6 +163,16 @@ def run(
     return result
 
 
+def _report(out: Path, stem: str, heading: str, text: str, table, curves, draw) -> None:
+    """An experiment's outputs: the heading and table printed, ``draw()`` its figure, then
+    ``{stem}_table.csv``/``.json`` and ``{stem}_curves.csv``."""
+    print(f"\n{heading}")
+    print(text)
+    draw()
+    write_table(out, f"{stem}_table", table)
+    write_csv(out / f"{stem}_curves.csv", curves)
+
+
 def _lqr_experiment(out: Path, s: dict[str, Any]) -> tuple[list[dict], dict[str, Any]]:
     """LQR runs -> table -> plot and files; the table and the summary's part."""
     from inna_jax.reproduce.egn_rl_lqr import format_lqr_table, plot_lqr, run_lqr
@@ -189,11 +199,9 @@ def _lqr_experiment(out: Path, s: dict[str, Any]) -> tuple[list[dict], dict[str,
         f"{s['lqr_first_order_factor']}x the steps of EGN/SGN; best lr per method; "
         f"mean and min-max over {s['seeds']} seeds"
     )
-    print("\nLQR policy evaluation (fitted TD): final relative error at the best lr")
-    print(format_lqr_table(table))
-    plot_lqr(out / "lqr_curves.png", curves, table, title)
-    write_table(out, "lqr_table", table)
-    write_csv(out / "lqr_curves.csv", curves)
+    heading = "LQR policy evaluation (fitted TD): final relative error at the best lr"
+    draw = lambda: plot_lqr(out / "lqr_curves.png", curves, table, title)  # noqa: E731
+    _report(out, "lqr", heading, format_lqr_table(table), table, curves, draw)
     return table, {
         "steps": s["lqr_steps"],
         "first_order_factor": s["lqr_first_order_factor"],
@@ -241,11 +249,9 @@ def _dqn_experiment(out: Path, s: dict[str, Any]) -> tuple[list[dict], dict[str,
         f"eps 1->0.05 over half the updates,\nEGN lambda={s['egn_regularizer']:g}, MSE on "
         f"the chosen action's Q; best lr per method; mean and min-max over {s['seeds']} seeds"
     )
-    print("\nDQN: training episode return at the best lr (final = last 10% of training)")
-    print(format_dqn_table(table))
-    plot_dqn(out / "dqn_returns.png", curves, table, title)
-    write_table(out, "dqn_table", table)
-    write_csv(out / "dqn_curves.csv", curves)
+    heading = "DQN: training episode return at the best lr (final = last 10% of training)"
+    draw = lambda: plot_dqn(out / "dqn_returns.png", curves, table, title)  # noqa: E731
+    _report(out, "dqn", heading, format_dqn_table(table), table, curves, draw)
     return table, {
         "envs": config_used,
         "grids": {"egn": list(s["dqn_egn_lr"]), "adam": list(s["dqn_adam_lr"])},
@@ -325,7 +331,7 @@ def main(args: argparse.Namespace) -> int:
     updates: dict[str, Any] | None = (
         None if args.dqn_updates is None else dict.fromkeys(envs, args.dqn_updates)
     )
-    flags = {
+    flags: dict[str, Any] = {
         name: tuple(value) if isinstance(value, list) else value
         for name, value in vars(args).items()
         if name in _RUN_ARGUMENTS

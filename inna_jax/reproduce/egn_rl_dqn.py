@@ -23,6 +23,7 @@ import inna_jax
 from inna_jax import rl
 from inna_jax._extras import require
 from inna_jax.models import MLP
+from inna_jax.reproduce import tables
 from inna_jax.reproduce.egn_rl_runs import (
     compile_chunk,
     forward_fill,
@@ -215,21 +216,20 @@ def plot_dqn(path: Path, curves: list[dict], table: list[dict], title: str) -> N
     })  # fmt: skip
 
 
+_DQN_COLUMNS = (
+    ("env", "<18", ""), ("method", "<7", ""), ("lr", ">8", "g"),
+    ("final return (min-max)", ">28", ""), ("mean over training", ">20", ".1f"),
+    ("env steps", ">11", "d"), ("seconds", ">9", ".1f"), ("compile s", ">11", ".1f"),
+)  # fmt: skip
+
+
 def format_dqn_table(rows: list[dict]) -> str:
     """The DQN table as fixed-width text."""
-    head = (
-        f"{'env':<18}{'method':<7}{'lr':>8}{'final return (min-max)':>28}"
-        f"{'mean over training':>20}{'env steps':>11}{'seconds':>9}{'compile s':>11}"
-    )
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        final = (
-            f"{r['final_return_mean']:.1f} ({r['final_return_min']:.1f} to "
-            f"{r['final_return_max']:.1f})"
-        )
-        lines.append(
-            f"{r['env']:<18}{r['method']:<7}{r['learning_rate']:>8g}{final:>28}"
-            f"{r['mean_return_over_training']:>20.1f}{r['env_steps']:>11d}"
-            f"{r['seconds']:>9.1f}{r['compile_seconds']:>11.1f}"
-        )
-    return "\n".join(lines)
+    cells = [
+        (r["env"], r["method"], r["learning_rate"],
+         f"{r['final_return_mean']:.1f} ({r['final_return_min']:.1f} to "
+         f"{r['final_return_max']:.1f})",
+         r["mean_return_over_training"], r["env_steps"], r["seconds"], r["compile_seconds"])
+        for r in rows
+    ]  # fmt: skip
+    return tables.format_table(_DQN_COLUMNS, cells, sep="")

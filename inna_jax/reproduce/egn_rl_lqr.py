@@ -23,6 +23,7 @@ from flax import nnx
 import inna_jax
 from inna_jax import rl
 from inna_jax.models import MLP
+from inna_jax.reproduce import tables
 from inna_jax.reproduce.egn_rl_runs import (
     compile_chunk,
     mean_score,
@@ -248,23 +249,20 @@ def plot_lqr(path: Path, curves: list[dict], table: list[dict], title: str) -> N
     })  # fmt: skip
 
 
-def _fmt(value, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+_LQR_COLUMNS = (
+    ("model", "<10", ""), ("method", "<7", ""), ("lr", ">8", "g"), ("T", ">6", "d"),
+    ("final error (min-max)", ">32", ""), ("steps to 0.1", ">14", ""), ("s to 0.1", ">10", ""),
+    ("seconds", ">9", ".2f"), ("compile s", ">11", ".1f"),
+)  # fmt: skip
 
 
 def format_lqr_table(rows: list[dict]) -> str:
     """The LQR table as fixed-width text."""
-    head = (
-        f"{'model':<10}{'method':<7}{'lr':>8}{'T':>6}{'final error (min-max)':>32}"
-        f"{'steps to 0.1':>14}{'s to 0.1':>10}{'seconds':>9}{'compile s':>11}"
-    )
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        final = f"{r['final_mean']:.3e} ({r['final_min']:.2e}-{r['final_max']:.2e})"
-        lines.append(
-            f"{r['model']:<10}{r['method']:<7}{r['learning_rate']:>8g}{r['target_period']:>6d}"
-            f"{final:>32}"
-            f"{_fmt(r['steps_to_0.1'], 'd'):>14}{_fmt(r['seconds_to_0.1'], '.2f'):>10}"
-            f"{r['seconds']:>9.2f}{r['compile_seconds']:>11.1f}"
-        )
-    return "\n".join(lines)
+    cells = [
+        (r["model"], r["method"], r["learning_rate"], r["target_period"],
+         f"{r['final_mean']:.3e} ({r['final_min']:.2e}-{r['final_max']:.2e})",
+         tables.or_dash(r["steps_to_0.1"], "d"), tables.or_dash(r["seconds_to_0.1"], ".2f"),
+         r["seconds"], r["compile_seconds"])
+        for r in rows
+    ]  # fmt: skip
+    return tables.format_table(_LQR_COLUMNS, cells, sep="")

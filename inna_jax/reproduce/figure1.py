@@ -12,8 +12,6 @@ with its kink-safe defaults. Writes figure1.png, figure1.csv and figure1.json.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from inna_jax.dynamics import compare
+from inna_jax.reproduce import files
 from inna_jax.reproduce.cli_args import nonnegative_float, positive_float, positive_int
 
 #: The three (alpha, beta) panels of the paper.
@@ -133,16 +132,11 @@ def run(
             "din_solver": "diffrax Tsit5, PIDController(rtol=1e-6, atol=1e-9, dtmin=1e-4, "
             "force_dtmin=True)",
         }
-        (out / "figure1.json").write_text(
-            json.dumps({"settings": settings, "panels": rows}, indent=2)
+        files.write_json(
+            out / "figure1.json", {"settings": settings, "panels": rows}, newline=False
         )
-        with open(out / "figure1.csv", "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["alpha", "beta", "inna_distance", "din_distance", "max_gap"])
-            for row in rows:
-                writer.writerow(
-                    [row[k] for k in ("alpha", "beta", "inna_distance", "din_distance", "max_gap")]
-                )
+        columns = ("alpha", "beta", "inna_distance", "din_distance", "max_gap")
+        files.write_csv(out / "figure1.csv", [{k: row[k] for k in columns} for row in rows])
         if plot:
             _plot(out / "figure1.png", panels, paths, learning_rate, int(steps), initial_speed)
     return rows

@@ -43,6 +43,25 @@ def figure(ncols: int = 1, nrows: int = 1, *, width: float = 5.0, height: float 
     return fig, fig.subplots(nrows, ncols, squeeze=False)
 
 
+def spread(ys: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The mean, min and max over the rows of ``ys`` (one row per seed), ignoring NaN.
+
+    A column where every row is NaN (all seeds stopped) gives NaN, without a warning. The
+    band of :func:`band` and the commands' final tables (mean and min-max over seeds) both
+    read these three curves.
+
+    Example:
+        >>> import numpy as np
+        >>> from inna_jax.reproduce.plots import spread
+        >>> [a.tolist() for a in spread([[1.0, np.nan], [3.0, np.nan]])]
+        [[2.0, nan], [1.0, nan], [3.0, nan]]
+    """
+    ys = np.atleast_2d(np.asarray(ys, float))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns after a divergence
+        return np.nanmean(ys, 0), np.nanmin(ys, 0), np.nanmax(ys, 0)
+
+
 def band(
     ax: Any,
     x: Sequence[float],
@@ -63,16 +82,14 @@ def band(
     Returns:
         The line of the mean.
     """
-    ys = np.atleast_2d(np.asarray(ys, float))
+    xs, ys = np.asarray(x, float), np.atleast_2d(np.asarray(ys, float))
     if skip_empty:
         keep = np.any(np.isfinite(ys), axis=0)
-        x, ys = np.asarray(x, float)[keep], ys[:, keep]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns after a divergence
-        mean, lo, hi = np.nanmean(ys, 0), np.nanmin(ys, 0), np.nanmax(ys, 0)
-    (line,) = ax.plot(x, mean, label=label, color=color, **kwargs)
+        xs, ys = xs[keep], ys[:, keep]
+    mean, lo, hi = spread(ys)
+    (line,) = ax.plot(xs, mean, label=label, color=color, **kwargs)
     if (np.sum(np.isfinite(ys), axis=0) >= 2).any():
-        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
     return line
 
 

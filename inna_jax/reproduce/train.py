@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 from pathlib import Path
 from typing import Any
 
-from inna_jax.reproduce import cli_args, plots
+from inna_jax.reproduce import cli_args, files, plots
 from inna_jax.reproduce import registry as reg
 
 DATASETS = ("digits", "diabetes", "mnist1d", "cifar100", "california")
@@ -66,6 +65,28 @@ def _describe(optimizer: str, learning_rate: float, hyper: dict) -> str:
     if "regularizer" in hyper:
         parts.append(f"λ={hyper['regularizer']:g}")
     return f"{reg.OPTIMIZERS[optimizer].label} ({', '.join(parts)})"
+
+
+def _builder(optimizer: str, learning_rate: float, given: dict[str, Any], line_search):
+    """``(build, hyper)``: ``build(**model_and_loss)`` makes the optimizer with the registry's
+    hyperparameters overridden by the flags ``given`` (a refused value is a usage error),
+    ``hyper`` those hyperparameters."""
+    entry = reg.OPTIMIZERS[optimizer]
+    _check_flags(optimizer, given, line_search)
+    hyper = {**entry.hyperparams}
+    hyper |= {k: v for k, v in given.items() if k in entry.hyperparams and v is not None}
+    static: dict[str, Any] = {} if line_search is None else {"line_search": bool(line_search)}
+
+    def build(**model_and_loss):
+        try:
+            return reg.make_optimizer(optimizer, learning_rate, **model_and_loss, **hyper, **static)
+        except ValueError as err:
+            raise cli_args.UsageError(
+                f"--optimizer {optimizer}: {err} (set by --lr, --alpha, --beta, --weight-decay, "
+                "--regularizer)"
+            ) from err
+
+    return build, hyper
 
 
 def _check_flags(optimizer: str, given: dict[str, Any], line_search: bool | None) -> None:
@@ -145,20 +166,7 @@ def run(
         "weight_decay": weight_decay,
         "regularizer": regularizer,
     }
-    _check_flags(optimizer, given, line_search)
-    hyper = {**entry.hyperparams}
-    hyper |= {k: v for k, v in given.items() if k in entry.hyperparams and v is not None}
-    static: dict[str, Any] = {} if line_search is None else {"line_search": bool(line_search)}
-
-    def build(**model_and_loss):
-        try:
-            return reg.make_optimizer(optimizer, learning_rate, **model_and_loss, **hyper, **static)
-        except ValueError as err:
-            raise cli_args.UsageError(
-                f"--optimizer {optimizer}: {err} (set by --lr, --alpha, --beta, --weight-decay, "
-                "--regularizer)"
-            ) from err
-
+    build, hyper = _builder(optimizer, learning_rate, given, line_search)
     tx: Any = None if entry.needs_model else build()  # a bad value is refused before any loading
     data = reg.load_dataset(dataset, data_dir=data_dir, num_train=num_train)
     if batch_size > len(data.x_train):
@@ -193,115 +201,49 @@ def run(
             desc=f"{optimizer} on {data.name}",
         )
     if jax.process_index() == 0:
-        summary = {
-            "dataset": data.name,
-            "model": type(net).__name__,
-            "optimizer": optimizer,
-            "learning_rate": learning_rate,
-            **hyper,
-            **{k: tx.static[k] for k in ("line_search",) if k in tx.static},
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "seed": seed,
-            "processes": jax.process_count(),
-            "devices": 1 if mesh is None else int(mesh.devices.size),
-            "platform": jax.devices()[0].platform,
-            "steps": result.steps,
-            "stopped": result.stopped,
-            "final": result.history[-1],
-        }
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        summary = _summary(data, net, optimizer, learning_rate, hyper, tx, result, mesh,
+                           epochs=epochs, batch_size=batch_size, seed=seed)  # fmt: skip
+        files.write_json(out / "summary.json", summary)
         _plot(result.history, out / "train.png", title)
     return result
 
 
+_pint, _pfloat = cli_args.positive_int, cli_args.positive_float
+_nnfloat = cli_args.nonnegative_float
+_FLAGS = (
+    ("--dataset", cli_args.choice(DATASETS), "digits", "data set"),
+    ("--data-dir", None, None, "cifar100 only: the folder holding cifar-100-python/"),
+    ("--num-train", _pint, None, "use only the first N training examples"),
+    ("--model", cli_args.choice(MODELS), "auto",
+     "auto: small CNN (digits, mnist1d), NiN (cifar100), MLP (diabetes, california)"),
+    ("--optimizer", cli_args.choice(OPTIMIZERS), "inna",
+     f"one of {', '.join(OPTIMIZERS)} (egn, sgn: Gauss-Newton for the model and the "
+     "data set's loss)"),
+    ("--lr", _pfloat, 0.1, "learning rate gamma_0"),
+    ("--alpha", _pfloat, None,
+     "INNA and INNAprop friction alpha (default: INNA 0.5, INNAprop 0.1)"),
+    ("--beta", _pfloat, None,
+     "INNA and INNAprop Newtonian damping beta (default: INNA 0.1, INNAprop 0.9)"),
+    ("--weight-decay", _nnfloat, None, "INNAprop: decoupled weight decay (default 0.01)"),
+    ("--regularizer", _pfloat, None,
+     "EGN and SGN: the damping lambda of the Gauss-Newton system (default: EGN 1, SGN 1e-3)"),
+    ("--line-search", cli_args.choice(("on", "off")), None,
+     "EGN and SGN: Armijo backtracking on each batch, on (default; --lr caps the step) "
+     "or off (--lr is the step)"),
+    ("--decay-power", _nnfloat, 0.5,
+     "INNA and SGD: gamma_k = gamma_0 / (k+1)^power (0: constant)"),
+    ("--epochs", cli_args.nonnegative_int, 5, "number of epochs"),
+    ("--batch-size", _pint, 32, "global batch size"),
+    ("--seed", cli_args.nonnegative_int, 0, "seed of weights and batch order"),
+    ("--out", None, "results/train", "output folder"),
+    ("--checkpoint-dir", None, None, "orbax checkpoints; resumes from the newest"),
+    ("--checkpoint-every", _pint, None, "checkpoint period in steps (default: one epoch)"),
+)  # fmt: skip
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``inna-jax train``."""
-    parser.add_argument(
-        "--dataset", type=cli_args.choice(DATASETS), default="digits", help="data set"
-    )
-    parser.add_argument(
-        "--data-dir", default=None, help="cifar100 only: the folder holding cifar-100-python/"
-    )
-    parser.add_argument(
-        "--num-train",
-        type=cli_args.positive_int,
-        default=None,
-        help="use only the first N training examples",
-    )
-    parser.add_argument(
-        "--model",
-        type=cli_args.choice(MODELS),
-        default="auto",
-        help="auto: small CNN (digits, mnist1d), NiN (cifar100), MLP (diabetes, california)",
-    )
-    parser.add_argument(
-        "--optimizer",
-        type=cli_args.choice(OPTIMIZERS),
-        default="inna",
-        help=f"one of {', '.join(OPTIMIZERS)} (egn, sgn: Gauss-Newton for the model and the "
-        "data set's loss)",
-    )
-    parser.add_argument(
-        "--lr", type=cli_args.positive_float, default=0.1, help="learning rate gamma_0"
-    )
-    parser.add_argument(
-        "--alpha",
-        type=cli_args.positive_float,
-        default=None,
-        help="INNA and INNAprop friction alpha (default: INNA 0.5, INNAprop 0.1)",
-    )
-    parser.add_argument(
-        "--beta",
-        type=cli_args.positive_float,
-        default=None,
-        help="INNA and INNAprop Newtonian damping beta (default: INNA 0.1, INNAprop 0.9)",
-    )
-    parser.add_argument(
-        "--weight-decay",
-        type=cli_args.nonnegative_float,
-        default=None,
-        help="INNAprop: decoupled weight decay (default 0.01)",
-    )
-    parser.add_argument(
-        "--regularizer",
-        type=cli_args.positive_float,
-        default=None,
-        help="EGN and SGN: the damping lambda of the Gauss-Newton system (default: EGN 1, "
-        "SGN 1e-3)",
-    )
-    parser.add_argument(
-        "--line-search",
-        type=cli_args.choice(("on", "off")),
-        default=None,
-        help="EGN and SGN: Armijo backtracking on each batch, on (default; --lr caps the step) "
-        "or off (--lr is the step)",
-    )
-    parser.add_argument(
-        "--decay-power",
-        type=cli_args.nonnegative_float,
-        default=0.5,
-        help="INNA and SGD: gamma_k = gamma_0 / (k+1)^power (0: constant)",
-    )
-    parser.add_argument(
-        "--epochs", type=cli_args.nonnegative_int, default=5, help="number of epochs"
-    )
-    parser.add_argument(
-        "--batch-size", type=cli_args.positive_int, default=32, help="global batch size"
-    )
-    parser.add_argument(
-        "--seed", type=cli_args.nonnegative_int, default=0, help="seed of weights and batch order"
-    )
-    parser.add_argument("--out", default="results/train", help="output folder")
-    parser.add_argument(
-        "--checkpoint-dir", default=None, help="orbax checkpoints; resumes from the newest"
-    )
-    parser.add_argument(
-        "--checkpoint-every",
-        type=cli_args.positive_int,
-        default=None,
-        help="checkpoint period in steps (default: one epoch)",
-    )
+    cli_args.add_flags(parser, _FLAGS)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     cli_args.add_parallel_arguments(parser)
 
@@ -359,3 +301,24 @@ def main(args: argparse.Namespace) -> int:
         if result.stopped:
             print(result.stopped)
     return 1 if result.stopped else 0
+
+
+def _summary(data, net, optimizer, learning_rate, hyper, tx, result, mesh, **settings) -> dict:
+    """``summary.json``: the settings, the devices, the steps and the final metrics."""
+    import jax
+
+    return {
+        "dataset": data.name,
+        "model": type(net).__name__,
+        "optimizer": optimizer,
+        "learning_rate": learning_rate,
+        **hyper,
+        **{k: tx.static[k] for k in ("line_search",) if k in tx.static},
+        **settings,
+        "processes": jax.process_count(),
+        "devices": 1 if mesh is None else int(mesh.devices.size),
+        "platform": jax.devices()[0].platform,
+        "steps": result.steps,
+        "stopped": result.stopped,
+        "final": result.history[-1],
+    }

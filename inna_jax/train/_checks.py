@@ -235,7 +235,7 @@ def gauss_newton_loss(optimizer: Any) -> tuple[str, str] | None:
     For an :class:`~inna_jax.train.OptimizerSpec` the factory is called once with its
     arguments (EGN and SGN take a static ``predict_fn``; specs without one are not Gauss-Newton
     and are not built). The loss is the one its update says it minimises (the ``gauss_newton``
-    marker set in ``inna_jax/_gauss_newton_step.py``); a transformation wrapped further
+    marker set in ``inna_jax/gauss_newton/_step.py``); a transformation wrapped further
     (``optax.chain``, ``optax.inject_hyperparams``) is not recognised.
     """
     tx = optimizer
@@ -246,7 +246,7 @@ def gauss_newton_loss(optimizer: Any) -> tuple[str, str] | None:
             tx = optimizer.factory(**optimizer.static, **optimizer.hyperparams)
         except (TypeError, ValueError):  # the real build reports it
             return None
-    # the marker that inna_jax/_gauss_newton_step.py sets on the update of every EGN/SGN
+    # the marker that inna_jax/gauss_newton/_step.py sets on the update of every EGN/SGN
     marker = getattr(getattr(tx, "update", None), "gauss_newton", None)
     if isinstance(marker, tuple) and len(marker) == 2 and all(isinstance(m, str) for m in marker):
         return marker

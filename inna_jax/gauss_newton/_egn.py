@@ -37,22 +37,23 @@ import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
 
-from inna_jax._gauss_newton_losses import (
+from inna_jax._validation import as_float_arrays, check_positive
+from inna_jax.gauss_newton._gram import PredictFn, _gram_matrix_free, check_implementation
+from inna_jax.gauss_newton._layerwise_jacobian import flatten, unflatten
+from inna_jax.gauss_newton._loss_roots import (
     as_matrix,
     check_loss,
     loss_terms,
 )
-from inna_jax._gauss_newton_step import (
+from inna_jax.gauss_newton._step import (
     Direction,
     GaussNewtonState,
+    StepSettings,
     check_batch,
     check_lm_rule,
     gauss_newton_transformation,
     layer_pass,
 )
-from inna_jax._ntk import PredictFn, _gram_matrix_free, check_implementation
-from inna_jax._ntk_layers import flatten, unflatten
-from inna_jax._validation import as_float_arrays, check_positive
 
 _MAX_JITTER_TRIES = 12
 
@@ -499,9 +500,7 @@ def egn(
             chunk_size=chunk_size,
         )
 
-    return gauss_newton_transformation(
-        direction_fn,
-        predict_fn,
+    settings = StepSettings(
         loss=loss,
         learning_rate=learning_rate,
         regularizer=regularizer,
@@ -518,8 +517,8 @@ def egn(
         lm_increase=lm_increase,
         lm_decrease=lm_decrease,
         lm_bounds=lm_bounds,
-        name="egn",
     )
+    return gauss_newton_transformation(direction_fn, predict_fn, settings, "egn")
 
 
 __all__ = ["GaussNewtonState", "egn", "egn_direction"]

@@ -21,7 +21,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from inna_jax._ntk import (
+from inna_jax.gauss_newton._gram import (
     PredictFn,
     check_implementation,
     check_reduction,
@@ -55,6 +55,12 @@ class BlockPlan:
         >>> plan = inna_jax.ntk_block_plan(predict, w, x, block_size=4)
         >>> plan.block_size, plan.row_blocks, plan.blocks  # 6 of 3 x 3 blocks: q >= p
         (4, 3, 6)
+
+    References:
+        Jacot, Gabriel, Hongler, "Neural Tangent Kernel", NeurIPS 2018 (the kernel).
+        Novak, Xiao, Hron, Lee, Alemi, Sohl-Dickstein, Schoenholz, "Neural Tangents: Fast and
+        Easy Infinite Neural Networks in Python", ICLR 2020 (kernels computed in batches of
+        examples and spread over devices, their ``nt.batch``).
     """
 
     block_size: int
@@ -172,6 +178,12 @@ def ntk_block_plan(
         ... )
         >>> plan.block_bytes <= 2**14 < plan.rows * 2 * plan.rows * 2 * 4
         True
+
+    References:
+        Jacot, Gabriel, Hongler, "Neural Tangent Kernel", NeurIPS 2018 (the kernel).
+        Novak, Xiao, Hron, Lee, Alemi, Sohl-Dickstein, Schoenholz, "Neural Tangents: Fast and
+        Easy Infinite Neural Networks in Python", ICLR 2020 (kernels computed in batches of
+        examples and spread over devices, their ``nt.batch``).
     """
     _check(implementation, reduction, chunk_size, block_size, max_memory, mesh)
     check_second_batch(
@@ -297,6 +309,12 @@ def ntk_gram_blocked(
         >>> k = inna_jax.ntk_gram_blocked(predict, w, x, block_size=4, progress=False)
         >>> bool(np.allclose(k, inna_jax.ntk_gram(predict, w, x), atol=1e-6))
         True
+
+    References:
+        Jacot, Gabriel, Hongler, "Neural Tangent Kernel", NeurIPS 2018 (the kernel).
+        Novak, Xiao, Hron, Lee, Alemi, Sohl-Dickstein, Schoenholz, "Neural Tangents: Fast and
+        Easy Infinite Neural Networks in Python", ICLR 2020 (kernels computed in batches of
+        examples and spread over devices, their ``nt.batch``).
     """
     plan = ntk_block_plan(
         predict_fn,

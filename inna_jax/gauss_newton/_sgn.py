@@ -27,15 +27,16 @@ import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
 
-from inna_jax._gauss_newton_losses import as_matrix, check_loss, loss_terms
-from inna_jax._gauss_newton_step import (
+from inna_jax.gauss_newton._gram import PredictFn, check_implementation
+from inna_jax.gauss_newton._layerwise_jacobian import flatten, unflatten
+from inna_jax.gauss_newton._loss_roots import as_matrix, check_loss, loss_terms
+from inna_jax.gauss_newton._step import (
     Direction,
+    StepSettings,
     _vdot,
     gauss_newton_transformation,
     layer_pass,
 )
-from inna_jax._ntk import PredictFn, check_implementation
-from inna_jax._ntk_layers import flatten, unflatten
 
 
 def _sgn_direction_linearized(
@@ -253,9 +254,7 @@ def sgn(
             implementation=implementation,
         )
 
-    return gauss_newton_transformation(
-        direction_fn,
-        predict_fn,
+    settings = StepSettings(
         loss=loss,
         learning_rate=learning_rate,
         regularizer=regularizer,
@@ -272,5 +271,5 @@ def sgn(
         lm_increase=lm_increase,
         lm_decrease=lm_decrease,
         lm_bounds=lm_bounds,
-        name="sgn",
     )
+    return gauss_newton_transformation(direction_fn, predict_fn, settings, "sgn")

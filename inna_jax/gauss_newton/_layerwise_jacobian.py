@@ -24,7 +24,7 @@ adds a constant 1 to :math:`a`. Two ways to evaluate it, chosen per layer by cos
 * ``"jacobian"``: the layer's Jacobian :math:`J_l = \sum_s a_{is}\otimes\delta_{iks}`
   (:math:`n \times GDF`), then :math:`J_lJ_l^\top`: :math:`G(nSDF + n^2DF)`.
 
-Parameters that :func:`inna_jax._jaxpr_layers.find_layers` cannot place get their exact
+Parameters that :func:`inna_jax.gauss_newton._find_layers.find_layers` cannot place get their exact
 per-example Jacobian from the same VJP (reverse mode restricted to those leaves, inside the
 per-example ``vmap``).
 """
@@ -39,7 +39,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from inna_jax._jaxpr_layers import Layer, ModelLayers, find_layers, run_with_hooks
+from inna_jax.gauss_newton._find_layers import Layer, ModelLayers, find_layers, run_with_hooks
 
 CHOICES = ("structured", "jacobian")
 
@@ -60,11 +60,15 @@ def layer_costs(layer: Layer, batch: int, columns: int) -> dict[str, float]:
     b, m = batch, columns
     n = b * m
     s, g, d, f = layer.positions, layer.groups, layer.columns_in, layer.features_out
+    if layer.elementwise:  # rows (n, F) from n S F products, then their Gram
+        return {"elementwise": float(n * s * f + n * n * f)}
+    # an embedding's input Gram is a token-equality test, not a product over D = V
+    d_gram = 1 if layer.kind == "embed" else d
     if s == 1:
-        structured = g * (b * b * d + n * n * f)
+        structured = g * (b * b * d_gram + n * n * f)
     else:
         small = b * n * s * s * f + n * n * s * f
-        structured = g * (b * b * s * s * d + SMALL_PRODUCT_PENALTY * small)
+        structured = g * (b * b * s * s * d_gram + SMALL_PRODUCT_PENALTY * small)
     jacobian = g * (n * s * d * f + n * n * d * f)
     return {"structured": float(structured), "jacobian": float(jacobian)}
 
@@ -74,15 +78,20 @@ def layer_memory(layer: Layer, batch: int, columns: int) -> dict[str, float]:
     b, m = batch, columns
     n = b * m
     s, g, d, f = layer.positions, layer.groups, layer.columns_in, layer.features_out
+    if layer.elementwise:
+        return {"elementwise": float(n * s * f)}
     structured = g * n * n if s == 1 else g * max((b * s) ** 2, n * b * s * f)
     return {"structured": float(structured), "jacobian": float(g * n * d * f)}
 
 
 def choose(model: ModelLayers, batch: int, columns: int, implementation: str) -> list[str]:
-    """The way each layer is evaluated. Shared weights always use their Jacobian."""
+    """The way each layer is evaluated. Shared weights always use their Jacobian, element-wise
+    scales and shifts their per-example gradient rows."""
     out = []
     for layer in model.layers:
-        if layer.shared:
+        if layer.elementwise:
+            out.append("elementwise")
+        elif layer.shared:
             out.append("jacobian")
         elif implementation in CHOICES:
             out.append(implementation)
@@ -127,7 +136,15 @@ class LayerwiseJacobian:
         return self.columns.shape[2]
 
     def _a(self, k: int) -> jax.Array:
+        """Layer ``k``'s inputs ``(b, S, G, D)`` (one-hot rows for an embedding)."""
+        layer = self.model.layers[k]
+        if layer.kind == "embed":
+            return jax.nn.one_hot(self.acts[k][..., 0], layer.features_in, dtype=self.dtype)
         return self.acts[k].astype(self.dtype)
+
+    def _tokens(self, k: int) -> jax.Array:
+        """An embedding's row indices, ``(b, S, G)``."""
+        return self.acts[k][..., 0]
 
     def _d(self, k: int) -> jax.Array:
         return self.deltas[k].astype(self.dtype)
@@ -154,6 +171,24 @@ class LayerwiseJacobian:
             jac = jac.transpose(0, 2, 1, 3, 4)
         return jac.reshape(b * m, g * f * din)
 
+    def _elementwise_rows(self) -> dict[int, jax.Array]:
+        """Per leaf with element-wise uses: its per-example gradient rows ``(b m, size)``,
+        summed over the uses (the transpose of the broadcast, over positions and loops)."""
+        n = self.batch * self.width
+        rows: dict[int, jax.Array] = {}
+        for k, layer in enumerate(self.model.layers):
+            if not layer.elementwise:
+                continue
+            leaf = layer.weight.leaf
+            aval = self.model.param_avals[leaf]
+            one = lambda a, d, ly=layer, av=aval: ly.elementwise_rows(a, d, av)  # noqa: E731
+            part = jax.vmap(one)(self._a(k), self._d(k)).reshape(n, -1)
+            rows[leaf] = part if leaf not in rows else rows[leaf] + part
+        return rows
+
+    def _fallback_rows(self) -> list[tuple[int, jax.Array]]:
+        return list(zip(self.model.fallback, self.fallback, strict=True))
+
     def _shared_jacobians(self) -> list[jax.Array]:
         """Per shared weight: the sum of its uses' Jacobians, ``(b m, leaf size)``."""
         n = self.batch * self.width
@@ -179,15 +214,16 @@ class LayerwiseJacobian:
         b, m = self.batch, self.width
         diag = jnp.zeros((b, m), self.dtype)
         for k, layer in enumerate(self.model.layers):
-            if layer.shared:
+            if layer.shared or layer.elementwise:
                 continue
-            a, d = self._a(k), self._d(k)
-            p = jnp.einsum("isgd,itgd->igst", a, a)  # (b, G, S, S)
+            d = self._d(k)
+            p = _input_gram_diagonal(self, self, k)  # (b, G, S, S)
             q = jnp.einsum("iksgf,iktgf->ikgst", d, d)  # (b, m, G, S, S)
             diag = diag + jnp.sum(q * p[:, None], axis=(2, 3, 4))
         n = b * m
         flat = diag.reshape(n)
-        for jac in [*self._shared_jacobians(), *self.fallback]:
+        rows = [*self._shared_jacobians(), *self._elementwise_rows().values(), *self.fallback]
+        for jac in rows:
             jac = jac.reshape(n, -1).astype(self.dtype)
             flat = flat + jnp.sum(jac * jac, axis=1)
         return flat
@@ -203,6 +239,8 @@ class LayerwiseJacobian:
             grads[r][leaf] = value if grads[r][leaf] is None else grads[r][leaf] + value
 
         for k, layer in enumerate(self.model.layers):
+            if layer.elementwise:
+                continue
             a, d = self._a(k), self._d(k)
             b, s, g, din = a.shape
             m, f = d.shape[1], d.shape[-1]
@@ -214,7 +252,12 @@ class LayerwiseJacobian:
                     acc = acc + u[r, :, c, None, None, None] * d[:, c]
                 us.append(acc)  # (b, S, G, F)
             big_u = jnp.stack(us, axis=-1)  # (b, S, G, F, q)
-            if g == 1:
+            if layer.kind == "embed":  # scatter-add of U into the rows of the tokens
+                tok = self._tokens(k).transpose(2, 0, 1).reshape(g, b * s)
+                rhs = big_u.transpose(2, 0, 1, 3, 4).reshape(g, b * s, f * q)
+                dw = jax.vmap(_scatter_rows, in_axes=(0, 0, None))(tok, rhs, din)
+                dw = dw.reshape(g, din, f, q)
+            elif g == 1:
                 a2 = a.reshape(b * s, din)
                 dw = (a2.T @ big_u.reshape(b * s, f * q)).reshape(1, din, f, q)
             else:
@@ -233,7 +276,8 @@ class LayerwiseJacobian:
                     add(r, b_leaf, layer.bias_from_row(dw[r, :, nw, :], shape))
         n = self.batch * self.width
         flat_u = u.reshape(q, n)
-        for leaf, jac in zip(self.model.fallback, self.fallback, strict=True):
+        by_leaf = [*self._elementwise_rows().items(), *self._fallback_rows()]
+        for leaf, jac in by_leaf:
             shape = self.model.param_avals[leaf].shape
             value = flat_u @ jac.reshape(n, -1).astype(self.dtype)
             for r in range(q):
@@ -249,6 +293,8 @@ class LayerwiseJacobian:
         b, m = self.batch, self.width
         out = jnp.zeros((b, m), self.dtype)
         for k, layer in enumerate(self.model.layers):
+            if layer.elementwise:
+                continue
             a, d = self._a(k), self._d(k)
             _, s, g, din = a.shape
             f = d.shape[-1]
@@ -256,7 +302,11 @@ class LayerwiseJacobian:
             if layer.bias is not None:
                 row = layer.bias_to_row(tangents[layer.bias.leaf]).astype(self.dtype)
                 w = jnp.concatenate([w, row[:, None, :]], axis=1)
-            if g == 1:
+            if layer.kind == "embed":  # the rows of the tokens
+                tok = self._tokens(k)  # (b, S, G)
+                z = jax.vmap(lambda wg, t: wg[t], in_axes=(0, 2), out_axes=2)(w, tok)
+                z = z.reshape(b, -1)  # (b, S, G, F)
+            elif g == 1:
                 z = (a.reshape(b * s, din) @ w[0]).reshape(b, s * f)
             else:
                 lhs = a.transpose(2, 0, 1, 3).reshape(g, b * s, din)
@@ -265,10 +315,16 @@ class LayerwiseJacobian:
             cols = [jnp.sum(z * dd[:, c], axis=1) for c in range(m)]
             out = out + jnp.stack(cols, axis=1)
         n = b * m
-        for leaf, jac in zip(self.model.fallback, self.fallback, strict=True):
+        by_leaf = [*self._elementwise_rows().items(), *self._fallback_rows()]
+        for leaf, jac in by_leaf:
             v = tangents[leaf].reshape(-1).astype(self.dtype)
             out = out + (jac.reshape(n, -1).astype(self.dtype) @ v).reshape(b, m)
         return out
+
+
+def _scatter_rows(tokens: jax.Array, values: jax.Array, rows: int) -> jax.Array:
+    """``sum_s onehot(tokens_s) values_s^T``: a ``(rows, X)`` scatter-add."""
+    return jnp.zeros((rows, values.shape[-1]), values.dtype).at[tokens].add(values)
 
 
 def layerwise_jacobian(
@@ -320,10 +376,10 @@ def layerwise_jacobian(
             return run_with_hooks(model, leaves, x1, eps)
 
         eps0 = [
-            jnp.zeros(layer.eqn.outvars[0].aval.shape, layer.eqn.outvars[0].aval.dtype)
-            for layer in model.layers
+            jnp.zeros(layer.eps_shape, layer.eqn.outvars[0].aval.dtype) for layer in model.layers
         ]
         out, vjp_fn, acts = jax.vjp(f, eps0, [p_leaves[j] for j in fb], has_aux=True)
+        acts = [ly.canonical_activation(a) for ly, a in zip(model.layers, acts, strict=True)]
         cols = columns_fn(out.reshape(c)).astype(out.dtype)  # (C, m)
         cots = cols.T.reshape(width, *out.shape)
         d_eps, d_fb = jax.vmap(vjp_fn)(cots)
@@ -375,6 +431,7 @@ def _rows(lj: LayerwiseJacobian) -> list[jax.Array]:
     """The Jacobian rows ``(b m, X)`` of the shared weights and of the fallback leaves."""
     n = lj.batch * lj.width
     rows = list(lj._shared_jacobians())
+    rows += list(lj._elementwise_rows().values())
     rows += [jac.reshape(n, -1).astype(lj.dtype) for jac in lj.fallback]
     return rows
 
@@ -389,29 +446,51 @@ def _rows_product(r1: jax.Array, r2: jax.Array, b1: int, b2: int, m: int, reduct
     return jax.lax.dot_general(x1, x2, (((2,), (2,)), ((0,), (0,))))  # (b, m, m)
 
 
+def _input_gram(lj1: LayerwiseJacobian, lj2: LayerwiseJacobian, k: int) -> jax.Array:
+    r"""The inputs' Gram :math:`a_{is} \cdot a'_{jt}` per group, ``(G, b1, S, b2, S)``; for an
+    embedding the token-equality pattern :math:`[v_{is} = v'_{jt}]`."""
+    if lj1.model.layers[k].kind == "embed":
+        t1 = lj1._tokens(k).transpose(2, 0, 1)  # (G, b1, S)
+        t2 = lj2._tokens(k).transpose(2, 0, 1)
+        return (t1[:, :, :, None, None] == t2[:, None, None]).astype(lj1.dtype)
+    a1, a2 = lj1._a(k), lj2._a(k)
+    b1, s, g, din = a1.shape
+    b2 = a2.shape[0]
+    a1g = a1.transpose(2, 0, 1, 3).reshape(g, b1 * s, din)
+    a2g = a2.transpose(2, 0, 1, 3).reshape(g, b2 * s, din)
+    return (a1g @ a2g.transpose(0, 2, 1)).reshape(g, b1, s, b2, s)
+
+
+def _input_gram_diagonal(lj1: LayerwiseJacobian, lj2: LayerwiseJacobian, k: int) -> jax.Array:
+    """The blocks of example ``i`` of both batches of :func:`_input_gram`, ``(b, G, S, S)``."""
+    if lj1.model.layers[k].kind == "embed":
+        t1, t2 = lj1._tokens(k), lj2._tokens(k)  # (b, S, G)
+        eq = t1[:, :, None, :] == t2[:, None, :, :]  # (b, S, S, G)
+        return eq.transpose(0, 3, 1, 2).astype(lj1.dtype)
+    return jnp.einsum("isgd,itgd->igst", lj1._a(k), lj2._a(k))
+
+
 def _structured_cross(
     lj1: LayerwiseJacobian, lj2: LayerwiseJacobian, k: int, reduction: str
 ) -> jax.Array:
     r"""One layer's :math:`\sum_{s,t}(a_{is}\cdot a'_{jt})(\delta_{iks}\cdot\delta'_{jlt})`."""
-    a1, d1, a2, d2 = lj1._a(k), lj1._d(k), lj2._a(k), lj2._d(k)
-    b1, s, g, din = a1.shape
-    b2 = a2.shape[0]
-    m, f = d1.shape[1], d1.shape[-1]
+    d1, d2 = lj1._d(k), lj2._d(k)
+    b1, s, g, f = d1.shape[0], d1.shape[2], d1.shape[3], d1.shape[4]
+    b2 = d2.shape[0]
+    m = d1.shape[1]
     n1, n2 = b1 * m, b2 * m
     if reduction == "diagonal":
-        p = jnp.einsum("isgd,itgd->igst", a1, a2)  # (b, G, S, S)
+        p = _input_gram_diagonal(lj1, lj2, k)  # (b, G, S, S)
         q = jnp.einsum("iksgf,iltgf->iklgst", d1, d2)  # (b, m, m, G, S, S)
         return jnp.sum(q * p[:, None, None], axis=(3, 4, 5))
     if s == 1 and g == 1:
-        p = a1.reshape(b1, din) @ a2.reshape(b2, din).T  # (b1, b2)
+        p = _input_gram(lj1, lj2, k).reshape(b1, b2)
         if reduction == "trace":
             return p * (d1.reshape(b1, m * f) @ d2.reshape(b2, m * f).T)
         q = (d1.reshape(n1, f) @ d2.reshape(n2, f).T).reshape(b1, m, b2, m)
         return (q * p[:, None, :, None]).reshape(n1, n2)
     if s == 1:
-        a1g = a1.reshape(b1, g, din).transpose(1, 0, 2)  # (G, b1, D)
-        a2g = a2.reshape(b2, g, din).transpose(1, 0, 2)
-        p = a1g @ a2g.transpose(0, 2, 1)  # (G, b1, b2)
+        p = _input_gram(lj1, lj2, k).reshape(g, b1, b2)
         if reduction == "trace":
             e1 = d1.reshape(b1, m, g, f).transpose(2, 0, 1, 3).reshape(g, b1, m * f)
             e2 = d2.reshape(b2, m, g, f).transpose(2, 0, 1, 3).reshape(g, b2, m * f)
@@ -420,9 +499,7 @@ def _structured_cross(
         e2 = d2.reshape(n2, g, f).transpose(1, 0, 2)
         q = (e1 @ e2.transpose(0, 2, 1)).reshape(g, b1, m, b2, m)
         return jnp.sum(q * p[:, :, None, :, None], axis=0).reshape(n1, n2)
-    a1g = a1.transpose(2, 0, 1, 3).reshape(g, b1 * s, din)
-    a2g = a2.transpose(2, 0, 1, 3).reshape(g, b2 * s, din)
-    p = (a1g @ a2g.transpose(0, 2, 1)).reshape(g, b1, s, b2 * s)  # (G, i, s, (j t))
+    p = _input_gram(lj1, lj2, k).reshape(g, b1, s, b2 * s)  # (G, i, s, (j t))
     dg = d1.transpose(3, 0, 2, 1, 4).reshape(g, b1, s, m * f)  # (G, i, s, (k f))
     r = jax.lax.dot_general(p, dg, (((2,), (2,)), ((0, 1), (0, 1))))  # (G, i, (jt), (kf))
     r = r.reshape(g, b1, b2, s, m, f)
@@ -474,7 +551,7 @@ def cross_gram(
     shape = {"full": (b1 * m, b2 * m), "trace": (b1, b2), "diagonal": (b1, m, m)}[reduction]
     out = jnp.zeros(shape, lj1.dtype)
     for k, (layer, choice) in enumerate(zip(lj1.model.layers, choices, strict=True)):
-        if layer.shared:
+        if layer.shared or layer.elementwise:
             continue
         if reduction == "diagonal":
             choice = _diagonal_choice(layer, m)

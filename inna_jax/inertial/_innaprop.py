@@ -10,8 +10,8 @@ import numpy as np
 import optax
 from jax.typing import ArrayLike
 
-from inna_jax._scale_by_inna import scale_by_inna
 from inna_jax._validation import check_in_range, check_nonnegative, check_positive, concrete_float
+from inna_jax.inertial._scale_by_inna import scale_by_inna
 
 
 def innaprop(

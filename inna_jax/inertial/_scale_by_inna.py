@@ -386,21 +386,13 @@ def scale_by_inna(
         "A second-order-like optimizer with adaptive gradient scaling for deep learning",
         arXiv:2410.05871 (2024), Section 2 (RMS scaling, decoupled weight decay).
     """
-    if not callable(learning_rate):
-        check_nonnegative("learning_rate", learning_rate)
-    check_positive("alpha", alpha)
-    check_positive("beta", beta)
-    if initial_speed is not None:
-        check_nonnegative("initial_speed", initial_speed)
-    check_nonnegative("weight_decay", weight_decay)
-    check_nonnegative("decoupled_weight_decay", decoupled_weight_decay)
-    rms = rms_decay is not None
-    if rms:
-        check_in_range("rms_decay", rms_decay, 0.0, 1.0)
-    check_nonnegative("rms_eps", rms_eps)
+    _check_settings(
+        learning_rate, alpha, beta, initial_speed, weight_decay, decoupled_weight_decay,
+        rms_decay, rms_eps,
+    )  # fmt: skip
     if psi_dtype is not None:
         psi_dtype = jax.dtypes.canonicalize_dtype(psi_dtype)
-
+    rms = rms_decay is not None
     # With no weight decay given as a concrete 0 (the default), the state update does not
     # read theta: one array pass less per step. Traced decays take the general path.
     no_decay = concrete_float(weight_decay) == 0.0 and concrete_float(decoupled_weight_decay) == 0.0
@@ -409,25 +401,8 @@ def scale_by_inna(
         params = as_float_arrays(params, "params", _FAMILY)
         if callable(learning_rate):
             check_schedule_value("learning_rate", _rate_at(learning_rate, 0), 0)
-
-        # z_0 = psi_0 - theta_0 = -alpha beta theta_0 + beta (s - beta) g_0. The theta part is
-        # set here; the g_0 part, when s != beta, is added at the first update.
-        def z0(t):
-            if t is None:
-                return None
-            dtype = t.dtype if psi_dtype is None else psi_dtype
-            ab = jnp.asarray(alpha, dtype) * jnp.asarray(beta, dtype)
-            return (-ab * t.astype(dtype)).astype(dtype)
-
-        def v0(t):
-            return (
-                None
-                if t is None
-                else jnp.zeros(t.shape, t.dtype if psi_dtype is None else psi_dtype)
-            )
-
-        z = jax.tree.map(z0, params, is_leaf=is_none)
-        nu = jax.tree.map(v0, params, is_leaf=is_none) if rms else None
+        z = jax.tree.map(lambda t: _initial_z(t, alpha, beta, psi_dtype), params, is_leaf=is_none)
+        nu = jax.tree.map(lambda t: _zeros(t, psi_dtype), params, is_leaf=is_none) if rms else None
         return InnaState(count=jnp.zeros([], jnp.int32), psi_minus_theta=z, nu=nu)
 
     def update_fn(
@@ -448,74 +423,149 @@ def scale_by_inna(
             check_schedule_value("learning_rate", lr, state.count)
         else:
             lr = learning_rate
-        speed = beta if initial_speed is None else initial_speed
-        first = state.count == 0
-
-        def leaf(
-            g: jax.Array, t: jax.Array, z: jax.Array, v: jax.Array | None = None
-        ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
-            dtype = compute_dtype(t, z, g, *([] if v is None else [v]), _F32)
-            hyper = (lr, alpha, beta, speed, weight_decay, decoupled_weight_decay)
-            c, a, b, s, lam, mu = (jnp.asarray(h, dtype) for h in hyper)
-            # Scalar coefficients of the step written in z = psi - theta (see the docstring):
-            #   z'     = z + coef_g_z ghat + c (mu + lam (1 - c mu)) theta
-            #   theta' = theta + (A - 1) theta + B z' + E ghat
-            z_theta = c * (mu + lam * (1 - c * mu))
-            a_minus_1 = -c * (a + lam) + c * c * lam / b
-            a_minus_1 = a_minus_1 - c * mu * (1 + a_minus_1)
-            coef_z, coef_g = -c / b, c * (c - b)
-            # at the first update, z holds -alpha beta theta_0: add beta (s - beta) ghat_0
-            coef_g_z = c * b + jnp.where(first, b * (s - b), jnp.zeros((), dtype))
-            tc, g = t.astype(dtype), g.astype(dtype)
-            if v is None:
-                z_term, theta_term, v_next = coef_g_z * g, coef_g * g, None
-            else:
-                sigma, eps = jnp.asarray(rms_decay, dtype), jnp.asarray(rms_eps, dtype)
-                v_next = sigma * v.astype(dtype) + (1 - sigma) * (g * g)
-                correction = 1 - sigma ** (state.count + 1).astype(dtype)
-                # ghat = g / (sqrt(v') / sqrt(correction) + eps), written twice on purpose
-                z_term = g * (coef_g_z / (jnp.sqrt(v_next) / jnp.sqrt(correction) + eps))
-                theta_term = g * (coef_g / (jnp.sqrt(v_next / correction) + eps))
-                v_next = v_next.astype(v.dtype)
-            z_next = z.astype(dtype) + z_term
-            if not no_decay:
-                z_next = z_next + z_theta * tc
-            update = a_minus_1 * tc + coef_z * z_next + theta_term
-            return update.astype(t.dtype), z_next.astype(z.dtype), v_next
-
-        if rms:
-            assert state.nu is not None  # init_fn gives rms a nu
-            triples = jax.tree.map(
-                lambda g, t, z, v: None if g is None or t is None else _Triple(*leaf(g, t, z, v)),
-                updates,
-                params,
-                state.psi_minus_theta,
-                state.nu,
-                is_leaf=is_none,
-            )
-            is_triple = lambda x: isinstance(x, _Triple)
-            pick = lambda i: jax.tree.map(
-                lambda x: None if x is None else x[i], triples, is_leaf=is_triple
-            )
-            new_updates, new_z, new_nu = pick(0), pick(1), pick(2)
-            new_nu = _keep_missing(new_nu, state.nu)
-        else:
-            pairs = jax.tree.map(
-                lambda g, t, z: None if g is None or t is None else Pair(*leaf(g, t, z)[:2]),
-                updates,
-                params,
-                state.psi_minus_theta,
-                is_leaf=is_none,
-            )
-            new_updates, new_z = unzip(pairs)
-            new_nu = None
-        new_z = _keep_missing(new_z, state.psi_minus_theta)
+        step = _Step(
+            hyper=(
+                lr, alpha, beta, beta if initial_speed is None else initial_speed,
+                weight_decay, decoupled_weight_decay,
+            ),
+            rms=None if rms_decay is None else (rms_decay, rms_eps),
+            no_decay=no_decay,
+            count=state.count,
+        )  # fmt: skip
+        new_updates, new_z, new_nu = _map_leaves(step, updates, params, state)
         _check_last_in_chains(new_updates)
         count = jnp.asarray(optax.safe_int32_increment(state.count))
         return new_updates, InnaState(count=count, psi_minus_theta=new_z, nu=new_nu)
 
     # optax types a state as a chex.ArrayTree, which a NamedTuple state is at run time
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)  # pyright: ignore[reportArgumentType]
+
+
+def _check_settings(
+    learning_rate: Any,
+    alpha: Any,
+    beta: Any,
+    initial_speed: Any,
+    weight_decay: Any,
+    decoupled_weight_decay: Any,
+    rms_decay: Any,
+    rms_eps: Any,
+) -> None:
+    """Refuses, in one line each, the hyperparameters :func:`scale_by_inna` cannot take."""
+    if not callable(learning_rate):
+        check_nonnegative("learning_rate", learning_rate)
+    check_positive("alpha", alpha)
+    check_positive("beta", beta)
+    if initial_speed is not None:
+        check_nonnegative("initial_speed", initial_speed)
+    check_nonnegative("weight_decay", weight_decay)
+    check_nonnegative("decoupled_weight_decay", decoupled_weight_decay)
+    if rms_decay is not None:
+        check_in_range("rms_decay", rms_decay, 0.0, 1.0)
+    check_nonnegative("rms_eps", rms_eps)
+
+
+def _initial_z(t: Any, alpha: Any, beta: Any, psi_dtype: Any) -> Any:
+    """The theta part of z_0 = psi_0 - theta_0 = -alpha beta theta_0 + beta (s - beta) g_0.
+
+    The g_0 part, when s != beta, is added at the first update (:func:`_leaf_step`).
+    """
+    if t is None:
+        return None
+    dtype = t.dtype if psi_dtype is None else psi_dtype
+    ab = jnp.asarray(alpha, dtype) * jnp.asarray(beta, dtype)
+    return (-ab * t.astype(dtype)).astype(dtype)
+
+
+def _zeros(t: Any, psi_dtype: Any) -> Any:
+    """INNAprop's initial squared-gradient average v_0 = 0, in the state's dtype."""
+    return None if t is None else jnp.zeros(t.shape, t.dtype if psi_dtype is None else psi_dtype)
+
+
+class _Step(NamedTuple):
+    """What one update needs besides the leaves.
+
+    ``hyper`` is (learning rate at this step, alpha, beta, initial speed s, coupled decay
+    lambda, decoupled decay mu); ``rms`` is (sigma, epsilon) for INNAprop's scaling, or
+    ``None``; ``no_decay`` says both decays are a concrete 0; ``count`` is the step k.
+    """
+
+    hyper: tuple
+    rms: tuple | None
+    no_decay: bool
+    count: Any
+
+
+def _leaf_step(
+    step: _Step, g: jax.Array, t: jax.Array, z: jax.Array, v: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+    """INNA's step on one leaf: (update theta' - theta, z' = psi' - theta', v').
+
+    The arithmetic runs in the promoted dtype of the leaves and at least float32; each result
+    is cast back to its buffer's dtype. The scalar coefficients are those of the step written
+    in z = psi - theta (see :func:`scale_by_inna`):
+
+        z'     = z + coef_g_z ghat + c (mu + lam (1 - c mu)) theta
+        theta' = theta + (A - 1) theta + B z' + E ghat
+    """
+    dtype = compute_dtype(t, z, g, *([] if v is None else [v]), _F32)
+    c, a, b, s, lam, mu = (jnp.asarray(h, dtype) for h in step.hyper)
+    z_theta = c * (mu + lam * (1 - c * mu))
+    a_minus_1 = -c * (a + lam) + c * c * lam / b
+    a_minus_1 = a_minus_1 - c * mu * (1 + a_minus_1)
+    coef_z, coef_g = -c / b, c * (c - b)
+    # at the first update, z holds -alpha beta theta_0: add beta (s - beta) ghat_0
+    coef_g_z = c * b + jnp.where(step.count == 0, b * (s - b), jnp.zeros((), dtype))
+    tc, g = t.astype(dtype), g.astype(dtype)
+    if v is None or step.rms is None:
+        z_term, theta_term, v_next = coef_g_z * g, coef_g * g, None
+    else:
+        sigma, eps = (jnp.asarray(h, dtype) for h in step.rms)
+        v_next = sigma * v.astype(dtype) + (1 - sigma) * (g * g)
+        correction = 1 - sigma ** (step.count + 1).astype(dtype)
+        # ghat = g / (sqrt(v') / sqrt(correction) + eps), written twice on purpose
+        z_term = g * (coef_g_z / (jnp.sqrt(v_next) / jnp.sqrt(correction) + eps))
+        theta_term = g * (coef_g / (jnp.sqrt(v_next / correction) + eps))
+        v_next = v_next.astype(v.dtype)
+    z_next = z.astype(dtype) + z_term
+    if not step.no_decay:
+        z_next = z_next + z_theta * tc
+    update = a_minus_1 * tc + coef_z * z_next + theta_term
+    return update.astype(t.dtype), z_next.astype(z.dtype), v_next
+
+
+def _map_leaves(step: _Step, updates: Any, params: Any, state: InnaState) -> tuple[Any, Any, Any]:
+    """:func:`_leaf_step` over the trees: (updates, z', v'), the old state kept where the
+    gradient or the parameter is ``None`` (frozen parameters)."""
+    if step.rms is not None:
+        assert state.nu is not None  # init_fn gives rms a nu
+        triples = jax.tree.map(
+            lambda g, t, z, v: (
+                None if g is None or t is None else _Triple(*_leaf_step(step, g, t, z, v))
+            ),
+            updates,
+            params,
+            state.psi_minus_theta,
+            state.nu,
+            is_leaf=is_none,
+        )
+        is_triple = lambda x: isinstance(x, _Triple)
+        pick = lambda i: jax.tree.map(
+            lambda x: None if x is None else x[i], triples, is_leaf=is_triple
+        )
+        new_updates, new_z, new_nu = pick(0), pick(1), _keep_missing(pick(2), state.nu)
+    else:
+        pairs = jax.tree.map(
+            lambda g, t, z: (
+                None if g is None or t is None else Pair(*_leaf_step(step, g, t, z)[:2])
+            ),
+            updates,
+            params,
+            state.psi_minus_theta,
+            is_leaf=is_none,
+        )
+        (new_updates, new_z), new_nu = unzip(pairs), None
+    return new_updates, _keep_missing(new_z, state.psi_minus_theta), new_nu
 
 
 _FAMILY = "the INNA family (inna, transform, innaprop, scale_by_inna)"

@@ -19,21 +19,21 @@ import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
 
-from inna_jax._gauss_newton_losses import (
-    LossTerms,
-    as_matrix,
-    hessian_root,
-    loss_terms,
-    mean_loss,
-)
-from inna_jax._jaxpr_layers import ModelLayers, find_layers
-from inna_jax._ntk_layers import LayerwiseJacobian, layerwise_jacobian
 from inna_jax._validation import (
     as_float_arrays,
     check_nonnegative,
     check_positive,
     check_schedule_value,
     concrete_float,
+)
+from inna_jax.gauss_newton._find_layers import ModelLayers, find_layers
+from inna_jax.gauss_newton._layerwise_jacobian import LayerwiseJacobian, layerwise_jacobian
+from inna_jax.gauss_newton._loss_roots import (
+    LossTerms,
+    as_matrix,
+    hessian_root,
+    loss_terms,
+    mean_loss,
 )
 
 LM_RULES = ("relative", "reference")
@@ -248,67 +248,91 @@ def _axpy(alpha: jax.Array, x: Any, y: Any) -> Any:
     return jax.tree.map(lambda xi, yi: yi + alpha.astype(yi.dtype) * xi.astype(yi.dtype), x, y)
 
 
+@dataclasses.dataclass(frozen=True)
+class StepSettings:
+    """The hyperparameters of a Gauss-Newton step (see :func:`inna_jax.egn`), checked once."""
+
+    loss: str
+    learning_rate: optax.ScalarOrSchedule
+    regularizer: ArrayLike
+    line_search: bool
+    adaptive_regularization: bool
+    momentum: ArrayLike
+    armijo_c: ArrayLike
+    armijo_decrease: ArrayLike
+    armijo_increase: ArrayLike
+    armijo_max_trials: int
+    lm_rule: str
+    lm_floor: ArrayLike
+    lm_thresholds: tuple[float, float]
+    lm_increase: ArrayLike
+    lm_decrease: ArrayLike
+    lm_bounds: tuple[float, float]
+
+    def __post_init__(self) -> None:
+        check_hyperparameters(
+            learning_rate=self.learning_rate,
+            regularizer=self.regularizer,
+            momentum=self.momentum,
+            armijo_c=self.armijo_c,
+            armijo_decrease=self.armijo_decrease,
+            armijo_increase=self.armijo_increase,
+            armijo_max_trials=self.armijo_max_trials,
+            lm_thresholds=self.lm_thresholds,
+            lm_increase=self.lm_increase,
+            lm_decrease=self.lm_decrease,
+            lm_bounds=self.lm_bounds,
+        )
+        check_lm_rule(self.lm_rule)
+        check_nonnegative("lm_floor", self.lm_floor)
+
+    @property
+    def plain(self) -> bool:
+        """``momentum = 0`` known in Python: the direction is d_k itself, and the slope and
+        curvature of the step come from the batch-space solve (no pass over the parameters)."""
+        return concrete_float(self.momentum) == 0.0
+
+    def rate_at(self, count: Any) -> Any:
+        """The learning rate (the line search's cap) at step ``count``."""
+        schedule = self.learning_rate
+        # optax's schedules mix the int32 count with floats, which strict promotion refuses
+        with jax.numpy_dtype_promotion("standard"):
+            value = schedule(count) if callable(schedule) else schedule
+        if callable(schedule):
+            check_schedule_value("learning_rate", value, count, positive=True)
+        return value
+
+
+class _Trial(NamedTuple):
+    """Where the step along the direction ended: the step length and the losses around it."""
+
+    alpha: jax.Array
+    slope: jax.Array  # g^T d
+    loss0: jax.Array  # L(theta)
+    new_loss: jax.Array  # L(theta + alpha d), or loss0 when it was not evaluated
+    ok: jax.Array  # the batch, the slope and the new loss are finite
+
+
 def gauss_newton_transformation(
     direction_fn: Callable[..., Direction],
     predict_fn: Callable[[Any, jax.Array], jax.Array],
-    *,
-    loss: str,
-    learning_rate: optax.ScalarOrSchedule,
-    regularizer: ArrayLike,
-    line_search: bool,
-    adaptive_regularization: bool,
-    momentum: ArrayLike,
-    armijo_c: ArrayLike,
-    armijo_decrease: ArrayLike,
-    armijo_increase: ArrayLike,
-    armijo_max_trials: int,
-    lm_rule: str,
-    lm_floor: ArrayLike,
-    lm_thresholds: tuple[float, float],
-    lm_increase: ArrayLike,
-    lm_decrease: ArrayLike,
-    lm_bounds: tuple[float, float],
+    settings: StepSettings,
     name: str,
 ) -> optax.GradientTransformationExtraArgs:
     """An optax transformation around ``direction_fn(params, inputs, targets, lam)``.
 
-    See :func:`inna_jax.egn` for the step.
+    One update: the direction (:func:`_averaged_direction`), its step length
+    (:func:`_step_length`), the next regularizer (:func:`_next_regularizer`), the step. See
+    :func:`inna_jax.egn` for the method.
     """
-    check_hyperparameters(
-        learning_rate=learning_rate,
-        regularizer=regularizer,
-        momentum=momentum,
-        armijo_c=armijo_c,
-        armijo_decrease=armijo_decrease,
-        armijo_increase=armijo_increase,
-        armijo_max_trials=armijo_max_trials,
-        lm_thresholds=lm_thresholds,
-        lm_increase=lm_increase,
-        lm_decrease=lm_decrease,
-        lm_bounds=lm_bounds,
-    )
-    check_lm_rule(lm_rule)
-    check_nonnegative("lm_floor", lm_floor)
-    schedule = learning_rate if callable(learning_rate) else (lambda _: learning_rate)
-    # momentum = 0 known in Python: the direction is d_k itself, and the slope and curvature
-    # of the step come from the batch-space solve (no pass over the parameters)
-    plain = concrete_float(momentum) == 0.0
-
-    def rate_at(count: Any) -> Any:
-        # optax's schedules mix the int32 count with floats, which strict promotion refuses
-        with jax.numpy_dtype_promotion("standard"):
-            value = schedule(count)
-        if callable(learning_rate):
-            check_schedule_value("learning_rate", value, count, positive=True)
-        return value
 
     def init_fn(params: optax.Params) -> GaussNewtonState:
         params = as_float_arrays(params, "params", name)
         dtype = _float_dtype(params)
         return GaussNewtonState(
             count=jnp.zeros([], jnp.int32),
-            step_size=jnp.asarray(rate_at(jnp.zeros([], jnp.int32)), dtype),
-            regularizer=jnp.asarray(regularizer, dtype),
+            step_size=jnp.asarray(settings.rate_at(jnp.zeros([], jnp.int32)), dtype),
+            regularizer=jnp.asarray(settings.regularizer, dtype),
             momentum=optax.tree.zeros_like(params),
         )
 
@@ -331,86 +355,33 @@ def gauss_newton_transformation(
         params = as_float_arrays(params, "params", name)
         check_batch(inputs, targets)
         dtype = state.step_size.dtype
-        lam = state.regularizer if adaptive_regularization else jnp.asarray(regularizer, dtype)
+        adaptive = settings.adaptive_regularization
+        lam = state.regularizer if adaptive else jnp.asarray(settings.regularizer, dtype)
         out = direction_fn(params, inputs, targets, lam)
         loss0 = out.loss.astype(dtype)
         # a batch whose loss or direction is not finite leaves the state as it is
         batch_ok = jnp.isfinite(loss0) & jnp.isfinite(out.slope)
         count = jnp.where(batch_ok, optax.safe_int32_increment(state.count), state.count)
-
-        if plain:
-            direction = out.direction
-            new_momentum = state.momentum
-            slope = out.slope.astype(dtype)
-            root_jd = out.root_jd
-        else:
-            beta = jnp.asarray(momentum, dtype)
-            new_momentum = jax.tree.map(
-                lambda m, d: jnp.where(
-                    batch_ok, beta.astype(m.dtype) * m + (1 - beta).astype(m.dtype) * d, m
-                ).astype(m.dtype),
-                state.momentum,
-                out.direction,
-            )
-            correction = jnp.where(count > 0, 1 - beta ** count.astype(dtype), 1)
-            direction = jax.tree.map(lambda m: m / correction.astype(m.dtype), new_momentum)
-            slope = _vdot(out.gradient_fn(), direction, dtype)
-            root_jd = None
-        finite = batch_ok & jnp.isfinite(slope)
-        lr = jnp.asarray(rate_at(state.count), dtype)
+        direction, new_momentum, slope, root_jd = _averaged_direction(
+            out, state, settings, batch_ok, count, dtype
+        )
+        lr = jnp.asarray(settings.rate_at(state.count), dtype)
 
         def loss_at(alpha):
             outputs = predict_fn(_axpy(alpha, direction, params), inputs)
-            return mean_loss(*as_matrix(outputs, targets, loss), loss).astype(dtype)
-
-        if line_search:
-            c = jnp.asarray(armijo_c, dtype)
-            shrink = jnp.asarray(armijo_decrease, dtype)
-            alpha0 = jnp.minimum(state.step_size * jnp.asarray(armijo_increase, dtype), lr)
-
-            def cond(carry):
-                alpha, trials, new_loss = carry
-                armijo_fails = ~(new_loss <= loss0 + c * alpha * slope)
-                return armijo_fails & (trials < armijo_max_trials)
-
-            def body(carry):
-                alpha, trials, _ = carry
-                alpha = alpha * shrink
-                return alpha, trials + 1, loss_at(alpha)
-
-            alpha, _, new_loss = jax.lax.while_loop(cond, body, (alpha0, 1, loss_at(alpha0)))
-        else:
-            alpha = lr
-            new_loss = loss_at(alpha) if adaptive_regularization else loss0
-        step_ok = finite & jnp.isfinite(new_loss)
-
-        if adaptive_regularization:
-            if root_jd is None:
-                root_jd = out.root_jvp(direction)
-            # d^T (J^T Q J / b) d = |S^T J d|^2 / b
-            curvature = (jnp.sum(root_jd.astype(dtype) ** 2) / out.batch).astype(dtype)
-            predicted = -(alpha * slope + 0.5 * alpha**2 * curvature)
-            actual = loss0 - new_loss
-            valid = (predicted > 0) & step_ok
-            rho = jnp.where(valid, actual / jnp.where(valid, predicted, 1), 0)
-            new_lam = _lm_update(
-                lam,
-                rho,
-                rule=lm_rule,
-                floor=jnp.asarray(lm_floor, dtype) * lr * out.gram_scale.astype(dtype),
-                thresholds=lm_thresholds,
-                increase=jnp.asarray(lm_increase, dtype),
-                decrease=jnp.asarray(lm_decrease, dtype),
-                bounds=lm_bounds,
+            return mean_loss(*as_matrix(outputs, targets, settings.loss), settings.loss).astype(
+                dtype
             )
+
+        trial = _step_length(loss_at, loss0, slope, batch_ok, state.step_size, lr, settings)
+        new_lam = state.regularizer
+        if adaptive:
+            new_lam = _next_regularizer(out, direction, root_jd, trial, lam, lr, settings)
             # a non-finite batch tells nothing about the model: lambda stays
             new_lam = jnp.where(batch_ok, new_lam, lam).astype(dtype)
-        else:
-            new_lam = state.regularizer
-
-        alpha = jnp.where(step_ok, alpha, jnp.zeros_like(alpha))
+        alpha = jnp.where(trial.ok, trial.alpha, jnp.zeros_like(trial.alpha))
         step = jax.tree.map(
-            lambda d, p: jnp.where(step_ok, alpha.astype(d.dtype) * d, 0).astype(p.dtype),
+            lambda d, p: jnp.where(trial.ok, alpha.astype(d.dtype) * d, 0).astype(p.dtype),
             direction,
             params,
         )
@@ -424,8 +395,98 @@ def gauss_newton_transformation(
     # optax types a state as a chex.ArrayTree, which a NamedTuple state is at run time
     # (name, loss) of the method: inna_jax.train reads it to warn when the loss it reports is not
     # the one minimised here (inna_jax/train/_checks.py, gauss_newton_loss)
-    update_fn.gauss_newton = (name, loss)  # pyright: ignore[reportFunctionMemberAccess]
+    update_fn.gauss_newton = (name, settings.loss)  # pyright: ignore[reportFunctionMemberAccess]
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)  # pyright: ignore[reportArgumentType]
+
+
+def _averaged_direction(
+    out: Direction,
+    state: GaussNewtonState,
+    settings: StepSettings,
+    batch_ok: jax.Array,
+    count: jax.Array,
+    dtype: Any,
+) -> tuple[Any, Any, jax.Array, jax.Array | None]:
+    """The bias-corrected moving average of the directions: (direction, new momentum,
+    slope g^T d, S^T J d or ``None``). With ``momentum = 0`` it is the batch's direction."""
+    if settings.plain:
+        return out.direction, state.momentum, out.slope.astype(dtype), out.root_jd
+    beta = jnp.asarray(settings.momentum, dtype)
+    new_momentum = jax.tree.map(
+        lambda m, d: jnp.where(
+            batch_ok, beta.astype(m.dtype) * m + (1 - beta).astype(m.dtype) * d, m
+        ).astype(m.dtype),
+        state.momentum,
+        out.direction,
+    )
+    correction = jnp.where(count > 0, 1 - beta ** count.astype(dtype), 1)
+    direction = jax.tree.map(lambda m: m / correction.astype(m.dtype), new_momentum)
+    return direction, new_momentum, _vdot(out.gradient_fn(), direction, dtype), None
+
+
+def _step_length(
+    loss_at: Callable[[jax.Array], jax.Array],
+    loss0: jax.Array,
+    slope: jax.Array,
+    batch_ok: jax.Array,
+    last_step: jax.Array,
+    lr: jax.Array,
+    settings: StepSettings,
+) -> _Trial:
+    """The learning rate, or Armijo backtracking from ``min(increase * last step, lr)``."""
+    dtype = loss0.dtype
+    finite = batch_ok & jnp.isfinite(slope)
+    if not settings.line_search:
+        new_loss = loss_at(lr) if settings.adaptive_regularization else loss0
+        return _Trial(lr, slope, loss0, new_loss, finite & jnp.isfinite(new_loss))
+    c = jnp.asarray(settings.armijo_c, dtype)
+    shrink = jnp.asarray(settings.armijo_decrease, dtype)
+    alpha0 = jnp.minimum(last_step * jnp.asarray(settings.armijo_increase, dtype), lr)
+
+    def cond(carry):
+        alpha, trials, new_loss = carry
+        armijo_fails = ~(new_loss <= loss0 + c * alpha * slope)
+        return armijo_fails & (trials < settings.armijo_max_trials)
+
+    def body(carry):
+        alpha, trials, _ = carry
+        alpha = alpha * shrink
+        return alpha, trials + 1, loss_at(alpha)
+
+    alpha, _, new_loss = jax.lax.while_loop(cond, body, (alpha0, 1, loss_at(alpha0)))
+    return _Trial(alpha, slope, loss0, new_loss, finite & jnp.isfinite(new_loss))
+
+
+def _next_regularizer(
+    out: Direction,
+    direction: Any,
+    root_jd: jax.Array | None,
+    trial: _Trial,
+    lam: jax.Array,
+    lr: jax.Array,
+    settings: StepSettings,
+) -> jax.Array:
+    """Levenberg-Marquardt: lambda from the ratio of the actual to the predicted decrease."""
+    dtype = trial.loss0.dtype
+    if root_jd is None:
+        root_jd = out.root_jvp(direction)
+    # d^T (J^T Q J / b) d = |S^T J d|^2 / b
+    curvature = (jnp.sum(root_jd.astype(dtype) ** 2) / out.batch).astype(dtype)
+    alpha = trial.alpha
+    predicted = -(alpha * trial.slope + 0.5 * alpha**2 * curvature)
+    actual = trial.loss0 - trial.new_loss
+    valid = (predicted > 0) & trial.ok
+    rho = jnp.where(valid, actual / jnp.where(valid, predicted, 1), 0)
+    return _lm_update(
+        lam,
+        rho,
+        rule=settings.lm_rule,
+        floor=jnp.asarray(settings.lm_floor, dtype) * lr * out.gram_scale.astype(dtype),
+        thresholds=settings.lm_thresholds,
+        increase=jnp.asarray(settings.lm_increase, dtype),
+        decrease=jnp.asarray(settings.lm_decrease, dtype),
+        bounds=settings.lm_bounds,
+    )
 
 
 def _lm_update(

@@ -12,7 +12,7 @@ damping :math:`\beta > 0` and a (stochastic, sub-)gradient :math:`g_k`:
 It is the explicit Euler step of the DIN system (see :mod:`inna_jax.dynamics`), and
 :math:`\lambda` is the coupled weight decay of the authors' PyTorch code. The optimizers
 :func:`inna` and :func:`transform` are :func:`inna_jax.scale_by_inna` (the lower layer, in
-:mod:`inna_jax._scale_by_inna`) applied to the raw gradient.
+:mod:`inna_jax.inertial._scale_by_inna`) applied to the raw gradient.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import optax
 from jax.typing import ArrayLike
 
 from inna_jax._leafwise import Pair, compute_dtype, is_none, unzip
-from inna_jax._scale_by_inna import scale_by_inna
 from inna_jax._validation import as_float_arrays, check_nonnegative, check_positive
+from inna_jax.inertial._scale_by_inna import scale_by_inna
 
 
 def _leaf_step(

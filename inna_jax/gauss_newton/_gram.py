@@ -18,8 +18,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from inna_jax._jaxpr_layers import find_layers
-from inna_jax._ntk_layers import (
+from inna_jax.gauss_newton._find_layers import find_layers
+from inna_jax.gauss_newton._layerwise_jacobian import (
     REDUCTIONS,
     choose,
     cross_gram,
@@ -311,13 +311,16 @@ class NTKPlanRow:
 
     Attributes:
         name: the parameter leaves (``"layers.0.kernel + layers.0.bias"``).
-        kind: ``"dense"``, ``"conv"`` or ``"per-leaf Jacobian"`` (a fallback leaf).
+        kind: ``"dense"``, ``"conv"``, ``"embed"`` (a table lookup), ``"scale"`` or
+            ``"shift"`` (an element-wise product or sum with a broadcast parameter), or
+            ``"per-leaf Jacobian"`` (a fallback leaf).
         positions: :math:`S`, positions per example at which the weight is applied.
         groups: :math:`G`, independent groups (dot batch axes, convolution feature groups).
         features_in: :math:`D`, inputs per group and position (+1 with a merged bias).
         features_out: :math:`F`, outputs per group and position.
         parameters: the number of scalars of the row's leaves.
-        choice: ``"structured"``, ``"jacobian"`` or ``"per-leaf Jacobian"``.
+        choice: ``"structured"``, ``"jacobian"``, ``"elementwise"`` (per-example gradient
+            rows of a scale or shift) or ``"per-leaf Jacobian"``.
         costs: multiply-adds of each way, ``{"structured": ..., "jacobian": ...}``.
 
     Example:
@@ -368,7 +371,7 @@ class NTKPlan:
         >>> predict = lambda p, x: (x @ p["w"]) * p["scale"]
         >>> plan = inna_jax.ntk_plan(predict, params, jnp.zeros((4, 3)))
         >>> [(row.name, row.choice) for row in plan.rows]
-        [('w', 'structured'), ('scale', 'per-leaf Jacobian')]
+        [('w', 'structured'), ('scale', 'elementwise')]
 
     References:
         Novak, Sohl-Dickstein, Schoenholz, "Fast Finite Width Neural Tangent Kernel",
@@ -415,10 +418,11 @@ def ntk_plan(
 ) -> NTKPlan:
     r"""Which layers :func:`ntk_gram` found in a model, and how it builds each one's share.
 
-    For every placed layer (a dense or convolution weight, with the bias added to its output)
-    it lists :math:`S` (positions), :math:`G` (groups), :math:`D` (inputs, +1 for the bias),
-    :math:`F` (outputs) and the multiply-adds of the two ways to add the layer to
-    :math:`K`, with :math:`n = bm`:
+    For every placed layer (a dense or convolution weight, with the bias added to its output,
+    or an embedding table: a dense layer on one-hot rows whose input Gram is the
+    token-equality pattern) it lists :math:`S` (positions), :math:`G` (groups), :math:`D`
+    (inputs, +1 for the bias), :math:`F` (outputs) and the multiply-adds of the two ways to
+    add the layer to :math:`K`, with :math:`n = bm`:
 
     .. math::
 
@@ -430,8 +434,18 @@ def ntk_plan(
     (:math:`bnS^2F` and :math:`n^2SF`) count 8 times their multiply-adds: their small inner
     or outer dimensions ran 8 to 15 times slower per multiply-add than a large matrix
     product on XLA:CPU. ``"auto"`` takes the cheaper one. A weight used several times always
-    gets its Jacobian (the sum over its uses), and every other parameter is a "per-leaf
-    Jacobian" row, with cost :math:`n^2 P_{leaf}`.
+    gets its Jacobian (the sum over its uses).
+
+    Inside ``lax.scan`` (also as written by ``nnx.scan``, ``flax.linen.scan``,
+    ``eqx.nn.MLP(scan=True)``), a weight sliced per iteration (stacked layers) is one layer
+    whose iterations are groups, :math:`G = T`, the cost of its unrolled twin; a weight passed
+    whole to every iteration (a recurrent cell) is one layer whose iterations are positions,
+    :math:`S = T`, the position-summed form :math:`\sum_{t,s}(a_t\cdot a'_s)(\delta_t\cdot
+    \delta'_s)`. A parameter multiplied or added element-wise (LayerNorm, RMSNorm and
+    BatchNorm scales and biases, a bias after a residual sum, a positional table) is a
+    ``"scale"`` or ``"shift"`` row: its per-example gradients, the cotangent (times the other
+    operand) summed over the broadcast axes, cost :math:`nSF + n^2 F` (``F`` its size). Every
+    other parameter is a "per-leaf Jacobian" row, with cost :math:`n^2 P_{leaf}`.
 
     Args:
         predict_fn: as for :func:`ntk_gram`.
