@@ -13,19 +13,19 @@ Models (10 classes, softmax cross-entropy):
 * ``residual_unrolled``: its unrolled twin (a Python list of blocks, same numbers);
 * ``gru``: ``nnx.RNN(nnx.GRUCell(16, 64))`` over 16 steps, the last state to a linear head.
 
-For each model, in its own worker process (``--worker``), once with the package of the
-current tree and once with another tree on ``PYTHONPATH`` (``--before``, e.g. a
-``git worktree`` of an older commit):
+For each model, in a worker process of its own, with this tree's ``inna_jax`` ("after") and,
+with ``--before TREE``, the ``inna_jax`` of another tree (e.g. a ``git worktree`` of an older
+commit), copied under the name ``inna_jax_before`` so that both run in the same process:
 
-* the per-layer plan (``inna_jax.ntk_plan`` with ``columns=C-1``, as EGN uses it);
-* exactness: ``inna_jax.ntk_gram`` against the textbook ``vmap(jacrev)`` Gram over every
-  parameter, in float64, at b = 8 (relative max error);
-* EGN / Adam: one jitted ``inna_jax.egn`` step (``implementation="auto"``, lambda = 1, no line
-  search) and one jitted ``optax.adam`` step, float32, b = 64, run interleaved in the worker
-  (per round one untimed call of each, then ``--calls`` timed calls; the fastest of
-  ``--repeats`` rounds, as the load of a shared machine only ever adds time; the medians are
-  in ``--json``). The worker's ratio is what is compared across trees: Adam is the yardstick
-  measured beside EGN.
+* the per-layer plan (``ntk_plan`` with ``columns=C-1``, as EGN uses it) of each version;
+* exactness: ``ntk_gram`` against the textbook ``vmap(jacrev)`` Gram over every parameter,
+  in float64, at b = 8 (relative max error);
+* EGN / Adam: one jitted ``egn`` step of each version (``implementation="auto"``,
+  lambda = 1, no line search) and one jitted ``optax.adam`` step, float32, b = 64, run
+  interleaved (per round one untimed call of each, then ``--calls`` timed calls; the fastest
+  of ``--repeats`` rounds, as the load of a shared machine only ever adds time; medians in
+  ``--json``), so that "before" and "after" are measured side by side under the same load.
+  ``OPENBLAS_NUM_THREADS=1`` in the worker (see ``inna_jax.egn``, "Cost").
 
 Run by hand (minutes; the ``before`` tree is slow on the scanned models):
 
@@ -196,15 +196,42 @@ def build(name: str, dtype, b: int, seed: int = 0):
 
 
 # ---------------------------------------------------------------------------------------------
-# the worker: one model, one tree
+# the worker: one model, both versions of the package in one process
 
 
-def _exactness(name: str) -> float:
+def _versions(before: str | None) -> dict:
+    """label -> the package module: ``after`` is this tree's ``inna_jax``; ``before`` is the
+    ``inna_jax`` of another tree, copied under the name ``inna_jax_before`` (every
+    ``inna_jax`` in its sources renamed) so that both live in one process."""
+    import importlib
+    import re
+    import shutil
+    import tempfile
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    versions = {"after": importlib.import_module("inna_jax")}
+    if before is None:
+        return versions
+    root = tempfile.mkdtemp(prefix="egn_zoo_")
+    target = os.path.join(root, "inna_jax_before")
+    shutil.copytree(os.path.join(before, "inna_jax"), target)
+    for folder, _, files in os.walk(target):
+        for f in files:
+            if f.endswith(".py"):
+                path = os.path.join(folder, f)
+                with open(path, encoding="utf-8") as fh:
+                    text = re.sub(r"\binna_jax\b", "inna_jax_before", fh.read())
+                with open(path, "w", encoding="utf-8") as fh:
+                    fh.write(text)
+    sys.path.insert(0, root)
+    versions["before"] = importlib.import_module("inna_jax_before")
+    return versions
+
+
+def _exactness(name: str, versions: dict) -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
-
-    import inna_jax
 
     fn, params, x, _ = build(name, jnp.float64, 8)
     leaves, tree = jax.tree.flatten(params)
@@ -217,20 +244,38 @@ def _exactness(name: str) -> float:
     jac = jax.jit(jax.vmap(one))(x)
     jac = jac.reshape(-1, jac.shape[-1])
     ref = np.asarray(jac @ jac.T)
-    got = np.asarray(jax.jit(lambda p, xx: inna_jax.ntk_gram(fn, p, xx))(params, x))
-    return float(np.max(np.abs(got.reshape(ref.shape) - ref)) / np.max(np.abs(ref)))
+    out = {}
+    for label, mod in versions.items():
+        got = np.asarray(jax.jit(lambda p, xx, m=mod: m.ntk_gram(fn, p, xx))(params, x))
+        out[label] = float(np.max(np.abs(got.reshape(ref.shape) - ref)) / np.max(np.abs(ref)))
+    return out
 
 
-def _timing(name: str, b: int, repeats: int, calls: int) -> dict:
+def _compile(step, init, params, x, y):
+    import jax
+
+    state = init(params)
+    t0 = time.perf_counter()
+    compiled = jax.jit(step).lower(params, state, x, y).compile()
+    compile_s = time.perf_counter() - t0
+    mem = compiled.memory_analysis()
+    peak = (
+        mem.temp_size_in_bytes
+        + mem.argument_size_in_bytes
+        + mem.output_size_in_bytes
+        - mem.alias_size_in_bytes
+    )
+    jax.block_until_ready(compiled(params, state, x, y))
+    return compiled, state, compile_s, peak
+
+
+def _timing(name: str, b: int, repeats: int, calls: int, versions: dict) -> dict:
     import jax
     import jax.numpy as jnp
     import optax
 
-    import inna_jax
-
     fn, params, x, y = build(name, jnp.float32, b)
     adam = optax.adam(1e-3)
-    egn = inna_jax.egn(fn, "cross_entropy", 1.0, 1.0)
 
     def adam_step(params, state, x, y):
         loss = lambda p: jnp.mean(  # noqa: E731
@@ -239,25 +284,17 @@ def _timing(name: str, b: int, repeats: int, calls: int) -> dict:
         updates, state = adam.update(jax.grad(loss)(params), state, params)
         return optax.apply_updates(params, updates), state
 
-    def egn_step(params, state, x, y):
-        updates, state = egn.update(None, state, params, inputs=x, targets=y)
-        return optax.apply_updates(params, updates), state
+    def egn_step(tx):
+        def step(params, state, x, y):
+            updates, state = tx.update(None, state, params, inputs=x, targets=y)
+            return optax.apply_updates(params, updates), state
 
-    steps = {}
-    for key, step, init in (("adam", adam_step, adam.init), ("egn", egn_step, egn.init)):
-        state = init(params)
-        t0 = time.perf_counter()
-        compiled = jax.jit(step).lower(params, state, x, y).compile()
-        compile_s = time.perf_counter() - t0
-        mem = compiled.memory_analysis()
-        peak = (
-            mem.temp_size_in_bytes
-            + mem.argument_size_in_bytes
-            + mem.output_size_in_bytes
-            - mem.alias_size_in_bytes
-        )
-        jax.block_until_ready(compiled(params, state, x, y))
-        steps[key] = (compiled, state, compile_s, peak)
+        return step, tx.init
+
+    steps = {"adam": _compile(adam_step, adam.init, params, x, y)}
+    for label, mod in versions.items():
+        step, init = egn_step(mod.egn(fn, "cross_entropy", 1.0, 1.0))
+        steps[f"egn_{label}"] = _compile(step, init, params, x, y)
     times: dict = {k: [] for k in steps}
     for _ in range(repeats):
         for k, (compiled, state, _, _) in steps.items():
@@ -266,43 +303,44 @@ def _timing(name: str, b: int, repeats: int, calls: int) -> dict:
             for _ in range(calls):
                 jax.block_until_ready(compiled(params, state, x, y))
             times[k].append((time.perf_counter() - t0) / calls)
-    row = {"P": int(sum(a.size for a in jax.tree.leaves(params)))}
+    row: dict = {"P": int(sum(a.size for a in jax.tree.leaves(params)))}
     for k, (_, _, compile_s, peak) in steps.items():
         row[f"{k}_ms"] = 1e3 * min(times[k])
         row[f"{k}_median_ms"] = 1e3 * statistics.median(times[k])
         row[f"{k}_compile_s"] = compile_s
         row[f"{k}_peak_mb"] = peak / 2**20
-    row["ratio"] = row["egn_ms"] / row["adam_ms"]
-    plan = inna_jax.ntk_plan(fn, params, x, columns=CLASSES - 1)
-    row["plan"] = str(plan)
-    row["per_leaf"] = sum(r.kind == "per-leaf Jacobian" for r in plan.rows)
+    for label, mod in versions.items():
+        row[f"ratio_{label}"] = row[f"egn_{label}_ms"] / row["adam_ms"]
+        plan = mod.ntk_plan(fn, params, x, columns=CLASSES - 1)
+        row[f"plan_{label}"] = str(plan)
+        row[f"per_leaf_{label}"] = sum(r.kind == "per-leaf Jacobian" for r in plan.rows)
     return row
 
 
 def worker(args) -> None:
+    versions = _versions(args.before)
     if args.worker == "exactness":
         import jax
 
         jax.config.update("jax_enable_x64", True)
-        print(json.dumps({"rel_error": _exactness(args.models[0])}))
+        print(json.dumps(_exactness(args.models[0], versions)))
     else:
-        print(json.dumps(_timing(args.models[0], args.b, args.repeats, args.calls)))
+        print(json.dumps(_timing(args.models[0], args.b, args.repeats, args.calls, versions)))
 
 
 # ---------------------------------------------------------------------------------------------
 # the driver
 
 
-def _run(tree: str | None, what: str, name: str, args) -> dict:
+def _run(what: str, name: str, args) -> dict:
     env = dict(os.environ)
     # OpenBLAS's threaded Cholesky spins on systems of size >= 256 on a busy machine (see
     # inna_jax.egn, "Cost"): set before the worker's Python starts
     env["OPENBLAS_NUM_THREADS"] = "1"
-    if tree is not None:
-        env["PYTHONPATH"] = os.path.abspath(tree) + os.pathsep + env.get("PYTHONPATH", "")
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", what, "--models", name]
     cmd += ["--b", str(args.b), "--repeats", str(args.repeats), "--calls", str(args.calls)]
-    # the worker runs from a neutral folder: the tree on PYTHONPATH is the package imported
+    if args.before:
+        cmd += ["--before", os.path.abspath(args.before)]
     out = subprocess.run(
         cmd, env=env, cwd="/", capture_output=True, text=True, check=False, timeout=args.timeout
     )
@@ -329,7 +367,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--before", default=None, help="a source tree to compare with")
     parser.add_argument("--b", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--calls", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=1800.0)
     parser.add_argument("--json", default=None, help="write the rows to this file")
@@ -338,53 +376,43 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    trees = {"after": here} if args.before is None else {"before": args.before, "after": here}
     import jax
 
     print(f"machine: {_machine()}; jax {jax.__version__}; b={args.b}, float32 timings")
+    labels = ["before", "after"] if args.before else ["after"]
     rows = []
     for name in args.models:
-        row: dict = {"model": name}
-        for label, tree in trees.items():
-            row[label] = {
-                **_run(tree, "timing", name, args),
-                **_run(tree, "exactness", name, args),
-            }
+        row = {"model": name, **_run("timing", name, args)}
+        row["rel_error"] = _run("exactness", name, args)
         rows.append(row)
-        after = row["after"]
-        line = f"{name:<18} P={after.get('P', '?'):>7}"
-        for label in trees:
-            r = row[label]
-            if "error" in r:
-                line += f" | {label}: {r['error'][:60]}"
-                continue
+        if "error" in row:
+            print(f"{name}: {row['error']}", flush=True)
+            continue
+        line = f"{name:<18} P={row['P']:>7} Adam {row['adam_ms']:6.2f} ms"
+        for label in labels:
             line += (
-                f" | {label}: EGN {r['egn_ms']:8.2f} ms, Adam {r['adam_ms']:6.2f} ms, "
-                f"EGN/Adam {r['ratio']:7.1f}x, per-leaf {r['per_leaf']:>2}, "
-                f"err {r['rel_error']:.1e}"
+                f" | {label}: EGN {row[f'egn_{label}_ms']:8.2f} ms "
+                f"({row[f'ratio_{label}']:7.1f}x Adam), per-leaf {row[f'per_leaf_{label}']:>2}, "
+                f"err {row['rel_error'].get(label, float('nan')):.1e}"
             )
-        if "before" in row and "ratio" in row["before"] and "ratio" in after:
-            line += f" | {row['before']['ratio'] / after['ratio']:.1f}x cheaper"
         print(line, flush=True)
-    print(
-        "\n| model | P | EGN/Adam before | EGN/Adam after | gain | per-leaf before/after "
-        "| rel. error (float64) after |"
-    )
-    print("|---|---|---|---|---|---|---|")
+    head = "| model | P | Adam | " + " | ".join(f"EGN {lb} (× Adam)" for lb in labels)
+    head += " | gain | per-leaf Jacobians | rel. error (float64) |"
+    print("\n" + head)
+    print("|" + "---|" * (head.count("|") - 1))
     for row in rows:
-        a, b = row["after"], row.get("before", {})
-        before = f"{b['ratio']:.1f}×" if "ratio" in b else "-"
-        gain = f"{b['ratio'] / a['ratio']:.1f}×" if "ratio" in b and "ratio" in a else "-"
-        after = f"{a['ratio']:.1f}×" if "ratio" in a else "-"
-        print(
-            f"| {row['model']} | {a.get('P', '?')} | {before} | {after} "
-            f"| {gain} | {b.get('per_leaf', '-')}/{a.get('per_leaf', '-')} "
-            f"| {a.get('rel_error', float('nan')):.0e} |"
-        )
+        if "error" in row:
+            continue
+        cells = [row["model"], str(row["P"]), f"{row['adam_ms']:.2f} ms"]
+        cells += [f"{row[f'egn_{lb}_ms']:.1f} ms ({row[f'ratio_{lb}']:.1f}×)" for lb in labels]
+        gain = row["egn_before_ms"] / row["egn_after_ms"] if args.before else float("nan")
+        cells.append(f"{gain:.1f}×" if args.before else "-")
+        cells.append(" → ".join(str(row[f"per_leaf_{lb}"]) for lb in labels))
+        cells.append(" / ".join(f"{row['rel_error'].get(lb, float('nan')):.0e}" for lb in labels))
+        print("| " + " | ".join(cells) + " |")
     for row in rows:
-        for label in trees:
-            print(f"\n{row['model']} ({label}):\n{row[label].get('plan', '')}")
+        for label in labels:
+            print(f"\n{row['model']} ({label}):\n{row.get(f'plan_{label}', '')}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(rows, f, indent=1)
