@@ -115,7 +115,7 @@ def run(
         raise ValueError(f"unknown size {unknown[0]!r}; sizes are {', '.join(SCALES[scale])}")
     s: dict[str, Any] = {**SCALES[scale], **sizes}
     s.update(methods=list(methods), seeds=[int(x) for x in seeds], lr=lr, weight_decay=weight_decay)
-    s["warmup"] = max(1, s["steps"] // 50) if warmup is None else warmup
+    s["warmup"] = s["steps"] // 50 if warmup is None else warmup
     problem = _problem(s)
     if problem:
         raise ValueError(problem)
@@ -207,7 +207,7 @@ def main(args: argparse.Namespace) -> int:
     sizes = {n: getattr(args, n) for n in _SIZES if getattr(args, n) is not None}
     settings = {**SCALES[args.scale], **sizes, "methods": args.methods, "lr": args.lr,
                 "seeds": list(range(args.seeds)), "weight_decay": args.weight_decay}  # fmt: skip
-    settings["warmup"] = max(1, settings["steps"] // 50) if args.warmup is None else args.warmup
+    settings["warmup"] = settings["steps"] // 50 if args.warmup is None else args.warmup
     problem = _problem(settings, flag=True)  # run() checks again, with its arguments' names
     if problem:
         raise cli_args.UsageError(problem)
