@@ -5,7 +5,7 @@ next byte of Python source: a fixed list of the standard library's own files, pr
 every CPython 3.11+ install (:mod:`inna_jax.reproduce.innaprop_lm_corpus`), with whole files
 held out for validation. It compares INNAprop with (alpha, beta) = (0.1, 0.9) and (1, 1)
 against AdamW, all with the recipe of the INNAprop authors' GPT-2 runs (Bolte, Boustany,
-Pauwels, Purica 2024, Section 4 and their repository): gradients clipped at global norm 1, a
+Pauwels, Purica 2024, arXiv:2410.05871, and their repository): gradients clipped at global norm 1, a
 linear warm-up then a cosine decay to a tenth of the peak learning rate, decoupled weight
 decay 0.1, INNAprop's sigma = 0.99, AdamW's betas (0.9, 0.95). Each seed fixes the initial
 weights and the batches, the same for every method. The authors report INNAprop (0.1, 0.9)
