@@ -93,7 +93,7 @@ def test_tiny_run_writes_curves_table_figure_and_settings(tmp_path):
     assert val[("AdamW", 0, 0)] != val[("AdamW", 1, 0)]
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved["settings"]["steps"] == 6 and saved["settings"]["seeds"] == [0, 1]
-    assert saved["settings"]["warmup"] == 1 and saved["settings"]["weight_decay"] == 0.1
+    assert saved["settings"]["warmup"] == 0 and saved["settings"]["weight_decay"] == 0.1
     assert saved["corpus"]["validation_files"] == list(VALIDATION_FILES)
     assert saved["seconds"] > 0 and "cpu" in saved["machine"]
     table = {r["method"]: r for r in summary["table"]}

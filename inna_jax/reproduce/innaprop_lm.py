@@ -5,7 +5,7 @@ next byte of Python source: a fixed list of the standard library's own files, pr
 every CPython 3.11+ install (:mod:`inna_jax.reproduce.innaprop_lm_corpus`), with whole files
 held out for validation. It compares INNAprop with (alpha, beta) = (0.1, 0.9) and (1, 1)
 against AdamW, all with the recipe of the INNAprop authors' GPT-2 runs (Bolte, Boustany,
-Pauwels, Purica 2024, Section 4 and their repository): gradients clipped at global norm 1, a
+Pauwels, Purica 2024, arXiv:2410.05871, and their repository): gradients clipped at global norm 1, a
 linear warm-up then a cosine decay to a tenth of the peak learning rate, decoupled weight
 decay 0.1, INNAprop's sigma = 0.99, AdamW's betas (0.9, 0.95). Each seed fixes the initial
 weights and the batches, the same for every method. The authors report INNAprop (0.1, 0.9)
@@ -115,7 +115,7 @@ def run(
         raise ValueError(f"unknown size {unknown[0]!r}; sizes are {', '.join(SCALES[scale])}")
     s: dict[str, Any] = {**SCALES[scale], **sizes}
     s.update(methods=list(methods), seeds=[int(x) for x in seeds], lr=lr, weight_decay=weight_decay)
-    s["warmup"] = max(1, s["steps"] // 50) if warmup is None else warmup
+    s["warmup"] = s["steps"] // 50 if warmup is None else warmup
     problem = _problem(s)
     if problem:
         raise ValueError(problem)
@@ -207,7 +207,7 @@ def main(args: argparse.Namespace) -> int:
     sizes = {n: getattr(args, n) for n in _SIZES if getattr(args, n) is not None}
     settings = {**SCALES[args.scale], **sizes, "methods": args.methods, "lr": args.lr,
                 "seeds": list(range(args.seeds)), "weight_decay": args.weight_decay}  # fmt: skip
-    settings["warmup"] = max(1, settings["steps"] // 50) if args.warmup is None else args.warmup
+    settings["warmup"] = settings["steps"] // 50 if args.warmup is None else args.warmup
     problem = _problem(settings, flag=True)  # run() checks again, with its arguments' names
     if problem:
         raise cli_args.UsageError(problem)
