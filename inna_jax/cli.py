@@ -41,6 +41,7 @@ COMMANDS: dict[str, str] = {
     "egn": "inna_jax.reproduce.egn",
     "dynamics-ntk": "inna_jax.reproduce.hb_nag_ntk",
     "egn-rl": "inna_jax.reproduce.egn_rl",
+    "innaprop-lm": "inna_jax.reproduce.innaprop_lm",
 }
 #: old name -> current name; the old name still works and says so on stderr.
 ALIASES: dict[str, str] = {"benchmark": "figure2"}

@@ -34,6 +34,8 @@ _STANDARD_PROMOTION = (
     "tests/test_fit_many.py::test_group_metrics_files",  # flax
     "tests/test_fit_many.py::test_second_fit_compiles_nothing",  # flax
     "tests/test_flax_digits.py::test_inna_trains_mlp_on_digits_via_nnx_optimizer",  # flax
+    "tests/test_innaprop_lm.py::test_tiny_run_writes_curves_table_figure_and_settings",  # optax
+    "tests/test_innaprop_lm.py::test_mnist1d_num_samples_through_the_registry_and_figure2",
     "tests/test_models.py::test_nin_dropout_follows_train_and_eval",  # flax
     "tests/test_models.py::test_nin_forward_matches_lax_reference",  # flax
     "tests/test_ntk_structured.py::test_gram_equals_dense_jacobian_gram[batchnorm_eval]",  # flax

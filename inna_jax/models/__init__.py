@@ -1,4 +1,4 @@
-"""Flax NNX models: MLP, small CNN and Network-in-Network."""
+"""Flax NNX models: MLP, small CNN, Network-in-Network and a causal transformer."""
 
 from inna_jax._extras import require as _require
 
@@ -8,5 +8,6 @@ from inna_jax.models._cnn import SmallCNN as SmallCNN
 from inna_jax.models._cnn import count_params as count_params
 from inna_jax.models._mlp import MLP as MLP
 from inna_jax.models._nin import NiN as NiN
+from inna_jax.models._transformer import CausalTransformer as CausalTransformer
 
-__all__ = ["MLP", "NiN", "SmallCNN", "count_params"]
+__all__ = ["MLP", "CausalTransformer", "NiN", "SmallCNN", "count_params"]

@@ -82,6 +82,24 @@ def int_at_least(low: int):
     return parse
 
 
+def multiple_of(step: int, low: int):
+    """An argparse type: an integer >= ``low`` that is a multiple of ``step``.
+
+    Example:
+        >>> from inna_jax.reproduce.cli_args import multiple_of
+        >>> multiple_of(10, 20)("20000")
+        20000
+    """
+
+    def parse(text: str) -> int:
+        return _checked(
+            int, text, lambda v: v >= low and v % step == 0, f"a multiple of {step}, >= {low}"
+        )
+
+    parse.__name__ = f"multiple of {step} >= {low}"
+    return parse
+
+
 def float_in(low: float, high: float):
     """An argparse type: a number in ``[low, high)``.
 

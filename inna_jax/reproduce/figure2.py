@@ -149,6 +149,7 @@ def run(
     methods: Sequence[str] = DEFAULT_METHODS,
     num_train: int | None = None,
     num_test: int | None = None,
+    num_samples: int | None = None,
     devices: int | None = None,
     mesh: Any = None,
     out: str | Path = "results/figure2",
@@ -184,6 +185,8 @@ def run(
             paper's six).
         num_train: keep the first ``num_train`` training examples (a reduced run).
         num_test: keep the first ``num_test`` test examples.
+        num_samples: mnist1d only: the number of signals generated (a multiple of 10,
+            80 % for training; default: the generator's 5,000).
         devices: spread each group's runs over this many devices (a ``"runs"`` mesh axis);
             ``None``: one device.
         mesh: a mesh for the groups (:func:`inna_jax.train.run_mesh`), instead of
@@ -223,7 +226,8 @@ def run(
 
     t0 = time.perf_counter()
     plots.preload()  # matplotlib loads while the data and the first programs are built
-    data = load_dataset(dataset, data_dir=data_dir, num_train=num_train, num_test=num_test)
+    data = load_dataset(dataset, data_dir=data_dir, num_train=num_train, num_test=num_test,
+                        num_samples=num_samples)  # fmt: skip
     if batch_size > len(data.x_train):
         raise cli_args.UsageError(
             f"batch_size (--batch-size) must be at most the {len(data.x_train)} training "
@@ -232,7 +236,8 @@ def run(
     models = protocol.cached_models(lambda key: make_model(dataset, data.num_classes, key))
     n_params = count_params(models(0))
     reduced = _is_reduced(paper, num_train, num_test, n_epochs, seeds, batch_size)
-    label = report.setting_label(dataset, n_params, n_epochs, seeds, reduced, num_train)
+    label = report.setting_label(dataset, n_params, n_epochs, seeds, reduced, num_train,
+                                 num_samples)  # fmt: skip
     say = print if verbose else (lambda *a, **k: None)
     say(f"Figure 2, {label}")
     say(
@@ -256,6 +261,8 @@ def run(
         "devices": 1 if mesh is None else int(mesh.devices.size),
         "wall_time_s": None,  # set when the runs are done
     }
+    if num_samples is not None:  # only when asked: the default run's files stay as they were
+        setting["num_samples"] = num_samples
 
     def method_protocol(m: str) -> tuple[float, list[dict], list]:
         return train_method(m, dataset, data, grid_of[m], models, epochs=n_epochs,
@@ -316,6 +323,8 @@ _FLAGS = (
      f"choose from {', '.join(METHODS)}"),
     ("--num-train", _pint, None, "keep only the first N training examples"),
     ("--num-test", _pint, None, "keep only the first N test examples"),
+    ("--num-samples", cli_args.multiple_of(10, 20), None,
+     "mnist1d only: the number of signals to generate, 80%% for training (default: 5000)"),
 )  # fmt: skip
 
 
@@ -344,6 +353,10 @@ def main(args: argparse.Namespace) -> int:
         raise cli_args.UsageError(
             "--dataset cifar100 needs --data-dir, the folder holding cifar-100-python/"
         )
+    if args.num_samples is not None and args.dataset != "mnist1d":
+        raise cli_args.UsageError(
+            f"--num-samples applies only to --dataset mnist1d, got --dataset {args.dataset}"
+        )
     if args.grid_epochs is not None and args.epochs is not None and args.grid_epochs > args.epochs:
         raise cli_args.UsageError(
             f"--grid-epochs {args.grid_epochs} must be at most --epochs {args.epochs}"
@@ -361,6 +374,7 @@ def main(args: argparse.Namespace) -> int:
             methods=methods,
             num_train=args.num_train,
             num_test=args.num_test,
+            num_samples=args.num_samples,
             mesh=mesh,
             out=args.out,
             quiet=not args.progress,

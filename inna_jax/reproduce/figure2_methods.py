@@ -102,8 +102,11 @@ def load_dataset(
     data_dir: str | Path | None = None,
     num_train: int | None = None,
     num_test: int | None = None,
+    num_samples: int | None = None,
 ):
-    """The data set of a run, optionally cut to its first ``num_train``/``num_test`` examples.
+    """The data set of a run, optionally cut to its first ``num_train``/``num_test`` examples
+    (``num_samples``: the number of signals mnist1d generates, as
+    :func:`inna_jax.reproduce.registry.load_dataset`).
 
     Example:
         >>> from inna_jax.reproduce.figure2 import load_dataset
@@ -112,7 +115,9 @@ def load_dataset(
     """
     if dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {DATASETS}, got dataset={dataset!r}")
-    return reg.load_dataset(dataset, data_dir=data_dir, num_train=num_train, num_test=num_test)
+    return reg.load_dataset(
+        dataset, data_dir=data_dir, num_train=num_train, num_test=num_test, num_samples=num_samples
+    )
 
 
 def make_model(dataset: str, num_classes: int, seed: Any):

@@ -64,9 +64,13 @@ def table_row(method: str, gamma0: float, runs: list, c: dict, epochs: int, seed
     }
 
 
-def setting_label(dataset, model_params, epochs, seeds, reduced, num_train) -> str:
+def setting_label(
+    dataset, model_params, epochs, seeds, reduced, num_train, num_samples=None
+) -> str:
     """One line naming the setting, and whether it is the paper's or a reduced one."""
     name = {"digits": "digits 8x8", "mnist1d": "mnist1d", "cifar100": "CIFAR-100"}[dataset]
+    if num_samples is not None:
+        name = f"{name} ({num_samples:,} generated signals)"
     model = "NiN" if dataset == "cifar100" else "small CNN"
     subset = f", first {num_train} training examples" if num_train else ""
     plural = lambda n, word: f"{n} {word}" + ("s" if n != 1 else "")  # noqa: E731

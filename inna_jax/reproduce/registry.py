@@ -42,6 +42,8 @@ class DatasetEntry:
         load: ``load(data_dir) -> ArrayDataset``.
         needs_data_dir: whether ``load`` needs a folder (CIFAR-100).
         default_model: the name in :data:`MODELS` used by ``--model auto``.
+        load_sized: ``load_sized(num_samples) -> ArrayDataset`` for a generated set whose
+            size can be chosen (mnist1d), else ``None``.
     """
 
     name: str
@@ -49,6 +51,7 @@ class DatasetEntry:
     load: Callable[[str | Path | None], ArrayDataset]
     needs_data_dir: bool = False
     default_model: str = "mlp"
+    load_sized: Callable[[int], ArrayDataset] | None = None
 
 
 def _digits(_):
@@ -75,6 +78,12 @@ def _mnist1d(_):
     return load_mnist1d()
 
 
+def _mnist1d_sized(num_samples):
+    from inna_jax.data import load_mnist1d
+
+    return load_mnist1d(num_samples=num_samples)
+
+
 def _cifar100(data_dir):
     from inna_jax.data import load_cifar100
 
@@ -87,7 +96,9 @@ DATASETS: dict[str, DatasetEntry] = {
     "california": DatasetEntry(
         "california", "California housing, regression (only if already on disk)", _california
     ),
-    "mnist1d": DatasetEntry("mnist1d", "MNIST-1D signals, 10 classes", _mnist1d, False, "cnn"),
+    "mnist1d": DatasetEntry(
+        "mnist1d", "MNIST-1D signals, 10 classes", _mnist1d, False, "cnn", _mnist1d_sized
+    ),
     "cifar100": DatasetEntry(
         "cifar100", "CIFAR-100 python archive, 100 classes (needs a folder)", _cifar100, True, "nin"
     ),
@@ -100,6 +111,7 @@ def load_dataset(
     data_dir: str | Path | None = None,
     num_train: int | None = None,
     num_test: int | None = None,
+    num_samples: int | None = None,
 ) -> ArrayDataset:
     """A data set of :data:`DATASETS`, optionally cut to its first examples.
 
@@ -109,9 +121,13 @@ def load_dataset(
             ``cifar-100-python/``).
         num_train: keep the first ``num_train`` training examples.
         num_test: keep the first ``num_test`` test examples.
+        num_samples: generate this many examples (train and test together) instead of the
+            loader's default; only for a generated set (mnist1d: a multiple of 10, at least
+            20, 80 % of them for training).
 
     Raises:
-        ValueError: for an unknown name, a missing ``data_dir`` or a bad count.
+        ValueError: for an unknown name, a missing ``data_dir``, a bad count, or
+            ``num_samples`` for a set that is not generated.
         FileNotFoundError: when the files are not there (CIFAR-100, California housing).
 
     Example:
@@ -125,12 +141,21 @@ def load_dataset(
         if n is not None and (isinstance(n, bool) or int(n) != n or n < 1):
             raise ValueError(f"{arg} must be a positive integer or None, got {arg}={n!r}")
     entry = DATASETS[name]
+    if num_samples is not None and entry.load_sized is None:
+        sized = [n for n, e in DATASETS.items() if e.load_sized is not None]
+        raise ValueError(
+            f"num_samples applies only to the generated data sets ({', '.join(sized)}), "
+            f"got num_samples={num_samples!r} with dataset={name!r}"
+        )
     if entry.needs_data_dir and data_dir is None:
         raise ValueError(
             f"dataset={name!r} needs data_dir: the folder holding cifar-100-python/ "
             "(train, test, meta)"
         )
-    data = entry.load(data_dir)
+    if num_samples is not None and entry.load_sized is not None:
+        data = entry.load_sized(num_samples)
+    else:
+        data = entry.load(data_dir)
     return data._replace(
         x_train=data.x_train[:num_train],
         y_train=data.y_train[:num_train],
