@@ -23,8 +23,9 @@ commit), copied under the name ``inna_jax_before`` so that both run in the same 
 * EGN / Adam: one jitted ``egn`` step of each version (``implementation="auto"``,
   lambda = 1, no line search) and one jitted ``optax.adam`` step, float32, b = 64, run
   interleaved (per round one untimed call of each, then ``--calls`` timed calls; the fastest
-  of ``--repeats`` rounds, as the load of a shared machine only ever adds time; medians in
-  ``--json``), so that "before" and "after" are measured side by side under the same load.
+  call of all ``--repeats`` rounds, as the load of a shared machine only ever adds time;
+  medians in ``--json``), so that "before" and "after" are measured side by side under the
+  same load.
   ``OPENBLAS_NUM_THREADS=1`` in the worker (see ``inna_jax.egn``, "Cost").
 
 Run by hand (minutes; the ``before`` tree is slow on the scanned models):
@@ -299,10 +300,10 @@ def _timing(name: str, b: int, repeats: int, calls: int, versions: dict) -> dict
     for _ in range(repeats):
         for k, (compiled, state, _, _) in steps.items():
             jax.block_until_ready(compiled(params, state, x, y))
-            t0 = time.perf_counter()
             for _ in range(calls):
+                t0 = time.perf_counter()
                 jax.block_until_ready(compiled(params, state, x, y))
-            times[k].append((time.perf_counter() - t0) / calls)
+                times[k].append(time.perf_counter() - t0)
     row: dict = {"P": int(sum(a.size for a in jax.tree.leaves(params)))}
     for k, (_, _, compile_s, peak) in steps.items():
         row[f"{k}_ms"] = 1e3 * min(times[k])
@@ -367,7 +368,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--before", default=None, help="a source tree to compare with")
     parser.add_argument("--b", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--calls", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=1800.0)
     parser.add_argument("--json", default=None, help="write the rows to this file")

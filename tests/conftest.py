@@ -45,7 +45,6 @@ _STANDARD_PROMOTION = (
     "tests/test_ntk_models.py::test_plan_places_every_transformer_parameter",  # flax
     "tests/test_ntk_models.py::test_reductions_and_cross_gram",  # flax
     "tests/test_ntk_models.py::test_jvp_and_vjp_match_dense_jacobian[transformer]",  # flax
-    "tests/test_ntk_models.py::test_egn_cross_entropy_direction_matches_dense[transformer]",  # flax
     "tests/test_protocol.py::test_cached_models_are_independent_modules_with_the_same_start",
     "tests/test_protocol.py::test_grid_search_picks_the_best_score_and_ties_go_to_the_smaller_value",
     "tests/test_registry.py::test_every_optimizer_builds_and_steps",  # optax
