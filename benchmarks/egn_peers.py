@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import sys
 import time
 
@@ -48,6 +47,7 @@ import scipy.linalg.cython_lapack  # noqa: E402, F401  (jaxlib's LAPACK, for thr
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 import inna_jax  # noqa: E402
+from inna_jax.reproduce.machine import cpu_name  # noqa: E402
 
 D_IN = 32
 LAMBDA = 1.0
@@ -208,13 +208,7 @@ def ce_discrepancy(somax) -> dict:
 
 
 def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores"
+    return f"{cpu_name()}, {os.cpu_count()} cores"
 
 
 def main() -> None:

@@ -290,15 +290,11 @@ def run_worker(python, side, name, dtype, kinds, calls, kernels_path, skip):
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}, load {os.getloadavg()[0]:.1f}"
+    from inna_jax.reproduce.machine import cpu_name
+
+    return (
+        f"{cpu_name()}, {os.cpu_count()} cores, {platform.system()}, load {os.getloadavg()[0]:.1f}"
+    )
 
 
 def main(argv=None):

@@ -16,15 +16,7 @@ def machine_description() -> dict[str, Any]:
     import jax
     import optax
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    cpu = cpu_name()
     try:
         load = os.getloadavg()[0]
     except OSError:
@@ -38,6 +30,24 @@ def machine_description() -> dict[str, Any]:
         "optax": optax.__version__,
         "python": platform.python_version(),
     }
+
+
+def cpu_name() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (Linux), else what :mod:`platform` knows.
+
+    Example:
+        >>> from inna_jax.reproduce.machine import cpu_name
+        >>> isinstance(cpu_name(), str) and len(cpu_name()) > 0
+        True
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def describe(machine: dict[str, Any]) -> str:
