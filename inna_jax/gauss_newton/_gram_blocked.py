@@ -114,6 +114,18 @@ def _block_bytes(block, params, inputs, size: int) -> int:
     return int(mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes)
 
 
+def _block_pairs(
+    row_blocks: int, column_blocks: int, symmetric: bool, reduction: str
+) -> list[tuple[int, int]]:
+    """The blocks (p, q) computed: the diagonal ones for ``"diagonal"``, those with q >= p
+    for a Gram matrix (the others are their transposes), all of them otherwise."""
+    if reduction == "diagonal":
+        return [(p, p) for p in range(row_blocks)]
+    if symmetric:
+        return [(p, q) for p in range(row_blocks) for q in range(p, row_blocks)]
+    return [(p, q) for p in range(row_blocks) for q in range(column_blocks)]
+
+
 def _devices(mesh: Mesh | None) -> int:
     return 1 if mesh is None else int(mesh.devices.size)
 
@@ -216,12 +228,7 @@ def ntk_block_plan(
             )
     rb, cb = -(-n1 // size), -(-n2 // size)
     symmetric = inputs2 is None
-    if reduction == "diagonal":
-        blocks = rb
-    elif symmetric:
-        blocks = rb * (rb + 1) // 2
-    else:
-        blocks = rb * cb
+    blocks = len(_block_pairs(rb, cb, symmetric, reduction))
     return BlockPlan(
         block_size=size,
         rows=n1,
@@ -338,12 +345,7 @@ def ntk_gram_blocked(
         block, params, _abstract_slice(inputs, size), _abstract_slice(inputs, size)
     )
     c = int(out_abs.shape[0]) // size if reduction == "full" else 1
-    if reduction == "diagonal":
-        pairs = [(p, p) for p in range(plan.row_blocks)]
-    elif plan.symmetric:
-        pairs = [(p, q) for p in range(plan.row_blocks) for q in range(p, plan.row_blocks)]
-    else:
-        pairs = [(p, q) for p in range(plan.row_blocks) for q in range(plan.column_blocks)]
+    pairs = _block_pairs(plan.row_blocks, plan.column_blocks, plan.symmetric, reduction)
     if reduction == "full":
         result = np.empty((n1 * c, n2 * c), out_abs.dtype)
     elif reduction == "trace":
@@ -358,11 +360,10 @@ def ntk_gram_blocked(
         if reduction == "diagonal":
             result[r0:r1] = value[: r1 - r0]
             return
-        k = c if reduction == "full" else 1
-        part = value[: (r1 - r0) * k, : (s1 - s0) * k]
-        result[r0 * k : r1 * k, s0 * k : s1 * k] = part
+        part = value[: (r1 - r0) * c, : (s1 - s0) * c]  # c = 1 but for "full"
+        result[r0 * c : r1 * c, s0 * c : s1 * c] = part
         if plan.symmetric and p != q:
-            result[s0 * k : s1 * k, r0 * k : r1 * k] = part.T
+            result[s0 * c : s1 * c, r0 * c : r1 * c] = part.T
 
     devices = plan.devices
     bar = tqdm(total=len(pairs), desc="NTK blocks", unit="block", disable=not progress)
