@@ -159,11 +159,16 @@ def train_method(
     data = jnp.asarray(train_tokens)
     batch_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
 
+    # the validation windows go to the device once, not at every evaluation
+    val_parts = [
+        jnp.asarray(val_windows[lo : lo + eval_batch])
+        for lo in range(0, len(val_windows), eval_batch)
+    ]
+
     def val_loss(params, rest) -> np.ndarray:
         total = np.zeros(len(seeds))
-        for lo in range(0, len(val_windows), eval_batch):
-            part = val_windows[lo : lo + eval_batch]
-            total += np.asarray(evaluate(params, rest, jnp.asarray(part))) * len(part)
+        for part in val_parts:
+            total += np.asarray(evaluate(params, rest, part)) * len(part)
         return total / len(val_windows)
 
     val, train_loss = [val_loss(params, rest)], [np.full(len(seeds), np.nan)]
