@@ -14,10 +14,9 @@ from typing import Any
 
 from inna_jax._csv import write_rows
 
-
-def write_csv(path: str | Path, rows: Sequence[Mapping], fields: Sequence[str] | None = None):
-    """``rows`` as CSV (columns: ``fields``, default every key in order of appearance)."""
-    write_rows(path, rows, fields)
+#: ``rows`` as CSV (columns: ``fields``, default every key in order of appearance): the
+#: package's one CSV writer, under the name the commands use
+write_csv = write_rows
 
 
 def write_json(path: str | Path, document: Any, *, newline: bool = True, default=None) -> None:
