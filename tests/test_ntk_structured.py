@@ -238,12 +238,14 @@ def _softplus_a_jvp(primals, tangents):
 
 
 def fallback_mix():
-    """An embedding, a parameter inside a custom_jvp rule, a scan over weights, an int leaf
-    and a dict input."""
+    """An embedding, a parameter inside a custom_jvp rule (a scale in its body), a parameter
+    behind a nonlinearity (a per-leaf fallback), a scan over weights, an int leaf and a dict
+    input."""
     k = _keys(6, 9)
     p = {
         "emb": jax.random.normal(k[0], (10, 4)),
         "a": jnp.array(1.3),
+        "t": jnp.array(0.4),
         "ws": jax.random.normal(k[1], (3, 4, 4)) * 0.5,
         "w": jax.random.normal(k[2], (4, 2)),
         "count": jnp.array(3),
@@ -251,7 +253,7 @@ def fallback_mix():
 
     def fn(q, x):
         h = q["emb"][x["tok"]].sum(1) + x["feat"]
-        h = _softplus_a(h, q["a"])
+        h = _softplus_a(h, q["a"]) * jnp.cos(q["t"])
         h, _ = lax.scan(lambda c, w: (jnp.tanh(c @ w), None), h, q["ws"])
         return h @ q["w"]
 

@@ -8,8 +8,11 @@ This subpackage is the implementation's home, not a second public API: the publi
 ``inna_jax`` itself, and every module here is private (its name starts with ``_``). One
 concept per module, from the bottom up:
 
-- ``_find_layers``: finds dense, convolution and the other structured layers in the traced
-  program (``jax.make_jaxpr``).
+- ``_layers``: a placed layer: the views of a parameter leaf and the canonical layouts of a
+  dense, convolution, embedding, scale or shift layer.
+- ``_find_layers``: finds those layers in the traced program (``jax.make_jaxpr``), inside
+  ``jit``/``remat`` calls, ``scan`` bodies, ``cond`` branches and ``custom_jvp``/``custom_vjp``
+  bodies, and re-runs the program with hooks on them.
 - ``_layerwise_jacobian``: the layer-wise Jacobian pieces: inputs A, cotangents Δ, Jv and Jᵀv.
 - ``_gram``: the Gram J Jᵀ (``ntk_gram``) and its per-layer plan (``ntk_plan``);
   ``_gram_blocked``: the same kernel over whole data sets in memory-bounded blocks.

@@ -389,24 +389,15 @@ def egn(
     curvature :math:`\|S^\top J d\|^2/b` of the line search and of the LM rule come from the
     batch-space solve (:math:`S^\top J d = -S^\top K S\,v`), and the gradient is never formed;
     with momentum they need the gradient and a :math:`Jv` (from the same layer inputs and
-    cotangents). On CPU, keep LAPACK single-threaded: OpenBLAS's threaded Cholesky for
-    systems of size >= 256 spins for 0.2-1 s per call on a busy 2-core machine (576 x 576:
-    1.1 ms with one thread, 490 ms without). Set ``OPENBLAS_NUM_THREADS=1`` before starting
-    Python, or ``import scipy.linalg.cython_lapack`` (where jaxlib takes LAPACK from) and then
-    enter ``threadpoolctl.threadpool_limits(1, "blas")``; a limit entered before SciPy's
-    OpenBLAS is loaded does not reach it.
+    cotangents). On CPU, keep LAPACK single-threaded (``OPENBLAS_NUM_THREADS=1`` before
+    starting Python): OpenBLAS's threaded Cholesky spins on systems of size >= 256.
 
     **Data parallelism.** Under ``jax.jit`` with the batch split over a mesh axis and the
     parameters replicated (``inna_jax.train.fit(..., mesh=data_mesh(n))``, which always passes
     ``inputs=`` and ``targets=`` to ``update``), each device runs the forward pass and the VJP
-    of its examples. Per step, XLA (jax 0.10) all-gathers, per layer, the inputs and
-    cotangents (:math:`b(D+1)` and :math:`bmF` numbers for a dense layer of :math:`D` inputs
-    and :math:`F` outputs) or, for a layer evaluated through its Jacobian (``ntk_plan``), its
-    :math:`bm \times (D+1)F` Jacobian rows; then the rows of the :math:`bm \times bm` matrix
-    :math:`S^\top K S` that each device computed; it factors the (replicated) system on every
-    device and all-reduces the direction's per-layer sums over the batch (:math:`P` numbers,
-    as the gradient of data-parallel SGD) with a few scalars. The result equals one device's
-    up to the order of additions.
+    of its examples, and the result equals one device's up to the order of additions. The
+    "Costs" section of docs/guides/egn.md has both in detail (what XLA communicates, the
+    threaded Cholesky's timings and how to limit its threads from Python).
 
     ``learning_rate``, ``regularizer``, ``momentum``, ``lm_floor`` and the Armijo and LM
     factors may be traced: with ``optax.inject_hyperparams(inna_jax.egn,

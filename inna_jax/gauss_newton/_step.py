@@ -321,9 +321,9 @@ def gauss_newton_transformation(
 ) -> optax.GradientTransformationExtraArgs:
     """An optax transformation around ``direction_fn(params, inputs, targets, lam)``.
 
-    One update: the direction (:func:`_averaged_direction`), its step length
-    (:func:`_step_length`), the next regularizer (:func:`_next_regularizer`), the step. See
-    :func:`inna_jax.egn` for the method.
+    One update (:func:`_gauss_newton_update`): the direction (:func:`_averaged_direction`),
+    its step length (:func:`_step_length`), the next regularizer (:func:`_next_regularizer`),
+    the step. See :func:`inna_jax.egn` for the method.
     """
 
     def init_fn(params: optax.Params) -> GaussNewtonState:
@@ -354,49 +354,88 @@ def gauss_newton_transformation(
             )
         params = as_float_arrays(params, "params", name)
         check_batch(inputs, targets)
-        dtype = state.step_size.dtype
-        adaptive = settings.adaptive_regularization
-        lam = state.regularizer if adaptive else jnp.asarray(settings.regularizer, dtype)
-        out = direction_fn(params, inputs, targets, lam)
-        loss0 = out.loss.astype(dtype)
-        # a batch whose loss or direction is not finite leaves the state as it is
-        batch_ok = jnp.isfinite(loss0) & jnp.isfinite(out.slope)
-        count = jnp.where(batch_ok, optax.safe_int32_increment(state.count), state.count)
-        direction, new_momentum, slope, root_jd = _averaged_direction(
-            out, state, settings, batch_ok, count, dtype
-        )
-        lr = jnp.asarray(settings.rate_at(state.count), dtype)
-
-        def loss_at(alpha):
-            outputs = predict_fn(_axpy(alpha, direction, params), inputs)
-            return mean_loss(*as_matrix(outputs, targets, settings.loss), settings.loss).astype(
-                dtype
-            )
-
-        trial = _step_length(loss_at, loss0, slope, batch_ok, state.step_size, lr, settings)
-        new_lam = state.regularizer
-        if adaptive:
-            new_lam = _next_regularizer(out, direction, root_jd, trial, lam, lr, settings)
-            # a non-finite batch tells nothing about the model: lambda stays
-            new_lam = jnp.where(batch_ok, new_lam, lam).astype(dtype)
-        alpha = jnp.where(trial.ok, trial.alpha, jnp.zeros_like(trial.alpha))
-        step = jax.tree.map(
-            lambda d, p: jnp.where(trial.ok, alpha.astype(d.dtype) * d, 0).astype(p.dtype),
-            direction,
-            params,
-        )
-        return step, GaussNewtonState(
-            count=count,
-            step_size=jnp.where(alpha > 0, alpha, state.step_size).astype(dtype),
-            regularizer=new_lam,
-            momentum=new_momentum,
-        )
+        batch = _Batch(params, inputs, targets)
+        return _gauss_newton_update(direction_fn, predict_fn, settings, state, batch)
 
     # optax types a state as a chex.ArrayTree, which a NamedTuple state is at run time
     # (name, loss) of the method: inna_jax.train reads it to warn when the loss it reports is not
     # the one minimised here (inna_jax/train/_checks.py, gauss_newton_loss)
     update_fn.gauss_newton = (name, settings.loss)  # pyright: ignore[reportFunctionMemberAccess]
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)  # pyright: ignore[reportArgumentType]
+
+
+class _Batch(NamedTuple):
+    """The parameters and the batch of one update."""
+
+    params: Any
+    inputs: Any
+    targets: Any
+
+
+def _gauss_newton_update(
+    direction_fn: Callable[..., Direction],
+    predict_fn: Callable[[Any, jax.Array], jax.Array],
+    settings: StepSettings,
+    state: GaussNewtonState,
+    batch: _Batch,
+) -> tuple[optax.Updates, GaussNewtonState]:
+    """One step: the direction on the batch, its length, the next regularizer, the update.
+
+    A batch whose loss or direction is not finite leaves the state as it is.
+    """
+    dtype = state.step_size.dtype
+    adaptive = settings.adaptive_regularization
+    lam = state.regularizer if adaptive else jnp.asarray(settings.regularizer, dtype)
+    out = direction_fn(batch.params, batch.inputs, batch.targets, lam)
+    loss0 = out.loss.astype(dtype)
+    batch_ok = jnp.isfinite(loss0) & jnp.isfinite(out.slope)
+    count = jnp.where(batch_ok, optax.safe_int32_increment(state.count), state.count)
+    direction, new_momentum, slope, root_jd = _averaged_direction(
+        out, state, settings, batch_ok, count, dtype
+    )
+    lr = jnp.asarray(settings.rate_at(state.count), dtype)
+    loss_at = _loss_along(predict_fn, settings.loss, batch, direction, dtype)
+    trial = _step_length(loss_at, loss0, slope, batch_ok, state.step_size, lr, settings)
+    new_lam = state.regularizer
+    if adaptive:
+        new_lam = _next_regularizer(out, direction, root_jd, trial, lam, lr, settings)
+        # a non-finite batch tells nothing about the model: lambda stays
+        new_lam = jnp.where(batch_ok, new_lam, lam).astype(dtype)
+    alpha, step = _scaled_step(trial, direction, batch.params)
+    return step, GaussNewtonState(
+        count=count,
+        step_size=jnp.where(alpha > 0, alpha, state.step_size).astype(dtype),
+        regularizer=new_lam,
+        momentum=new_momentum,
+    )
+
+
+def _loss_along(
+    predict_fn: Callable[[Any, jax.Array], jax.Array],
+    loss: str,
+    batch: _Batch,
+    direction: Any,
+    dtype: Any,
+) -> Callable[[jax.Array], jax.Array]:
+    """``alpha -> L(theta + alpha d)`` on the batch, in ``dtype``."""
+
+    def loss_at(alpha):
+        outputs = predict_fn(_axpy(alpha, direction, batch.params), batch.inputs)
+        return mean_loss(*as_matrix(outputs, batch.targets, loss), loss).astype(dtype)
+
+    return loss_at
+
+
+def _scaled_step(trial: _Trial, direction: Any, params: Any) -> tuple[jax.Array, Any]:
+    """The step length taken (zero when the trial failed) and the update ``alpha d``, each
+    leaf in its parameter's dtype."""
+    alpha = jnp.where(trial.ok, trial.alpha, jnp.zeros_like(trial.alpha))
+    step = jax.tree.map(
+        lambda d, p: jnp.where(trial.ok, alpha.astype(d.dtype) * d, 0).astype(p.dtype),
+        direction,
+        params,
+    )
+    return alpha, step
 
 
 def _averaged_direction(
