@@ -28,9 +28,7 @@ def _run(mesh):
     model = MLP(64, (16,), 10, rngs=nnx.Rngs(3))
     tx = _egn(model, line_search=True, adaptive_regularization=True)
     # 128 examples, batches of 32: 4 steps per epoch, 20 steps
-    result = fit(
-        model, tx, data, epochs=5, batch_size=32, seed=2, mesh=mesh, extra_args=True, quiet=True
-    )
+    result = fit(model, tx, data, epochs=5, batch_size=32, seed=2, mesh=mesh, quiet=True)
     assert result.steps == 20 and not result.diverged
     return nnx.state(model, nnx.Param), result.opt_state
 

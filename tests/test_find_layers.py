@@ -4,6 +4,8 @@ measured about 1e-16), and its plan without a per-leaf fallback. A ``while_loop`
 fallback (JAX has no reverse mode for it), and says so with JAX's own error.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -172,48 +174,48 @@ MODELS = {
 # tests
 
 
-@pytest.fixture(scope="module", params=list(MODELS))
-def case(request):
-    fn, params, x = MODELS[request.param]()
-    return request.param, fn, params, x, _reference_gram(fn, params, x)
+@functools.cache
+def _case(name):
+    """A model, its batch and its dense Gram (computed once per model)."""
+    fn, params, x = MODELS[name]()
+    return fn, params, x, _reference_gram(fn, params, x)
 
 
-def test_gram_matches_dense_jacobian_without_fallback(case):
-    name, fn, params, x, ref = case
+@pytest.mark.parametrize("name", list(MODELS))
+def test_gram_matches_dense_jacobian_without_fallback(name):
+    fn, params, x, ref = _case(name)
     model = find_layers(fn, params, x)
     assert model.fallback == [], [model.leaf_names[i] for i in model.fallback]
     kinds = {row.kind for row in inna_jax.ntk_plan(fn, params, x).rows}
     assert "per-leaf Jacobian" not in kinds, name
-    gram = inna_jax.ntk_gram(fn, params, x)
-    assert _rel(gram.reshape(ref.shape), ref) < TOL
+    # "auto" and the structured form forced on every layer, in one compiled program
+    implementations = ("auto", "structured")
+    grams = jax.jit(
+        lambda p, xx: [inna_jax.ntk_gram(fn, p, xx, implementation=i) for i in implementations]
+    )(params, x)
+    for implementation, gram in zip(implementations, grams, strict=True):
+        assert _rel(gram.reshape(ref.shape), ref) < TOL, implementation
 
 
 def test_cond_same_is_one_layer_hooked_in_both_branches():
-    fn, params, x = cond_same()
+    fn, params, x, _ = _case("cond_same")
     layers = {layer.name: layer for layer in find_layers(fn, params, x).layers}
     assert set(layers) == {"win", "w + b", "wout"}
     assert len(layers["w + b"].sites) == 2 and not layers["w + b"].shared
-    # the structured form too (forced: "auto" may pick the Jacobian at these sizes)
-    ref = _reference_gram(fn, params, x)
-    gram = inna_jax.ntk_gram(fn, params, x, implementation="structured")
-    assert _rel(gram.reshape(ref.shape), ref) < TOL
 
 
 def test_switch_apart_keeps_the_uses_of_each_branch():
-    fn, params, x = switch_apart()
+    fn, params, x, _ = _case("switch_apart")
     assert len({int(jnp.clip(jnp.floor(v * 2 + 1), 0, 2)) for v in x[:, 1]}) == 3
     layers = find_layers(fn, params, x).layers
     found = {(layer.name, layer.kind, len(layer.sites), layer.shared) for layer in layers}
     assert ("w[use 1]", "dense", 1, True) in found and ("w[use 2]", "dense", 1, True) in found
     assert ("c", "shift", 1, False) in found
     assert ("v", "dense", 1, False) in found  # hooked in the third branch, zeros elsewhere
-    ref = _reference_gram(fn, params, x)
-    gram = inna_jax.ntk_gram(fn, params, x, implementation="structured")
-    assert _rel(gram.reshape(ref.shape), ref) < TOL
 
 
 def test_custom_rules_place_their_layers_and_keep_relu_rules():
-    fn, params, x = custom_rules()
+    fn, params, x, _ = _case("custom_rules")
     model = find_layers(fn, params, x)
     assert [layer.name for layer in model.layers] == ["w1 + b1", "a", "w2"]
     assert [layer.kind for layer in model.layers] == ["dense", "scale", "dense"]
@@ -227,7 +229,7 @@ def test_custom_rules_place_their_layers_and_keep_relu_rules():
 
 
 def test_carried_weight_is_a_loop_constant():
-    fn, params, x = carried()
+    fn, params, x, _ = _case("carried")
     layers = find_layers(fn, params, x).layers
     uses = [layer for layer in layers if layer.weight.leaf == 0]  # "w", the first leaf
     assert [layer.positions for layer in uses] == [5, 1]  # the 5 steps, then once more

@@ -9,6 +9,8 @@ measured relative errors are about 1e-15, the tolerance is 1e-10. The plans are 
 no parameter is left to a per-leaf Jacobian, and a scan costs what its unrolled twin costs.
 """
 
+import functools
+
 import equinox as eqx
 import flax.linen as nn
 import jax
@@ -16,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from test_ntk_structured import _f64, _nnx, _per_example_jacobian, _reference_gram, _rel
+from test_ntk_structured import _f64, _nnx, _per_example_jacobian, _rel
 
 import inna_jax
 from inna_jax.gauss_newton._find_layers import find_layers
@@ -269,19 +271,31 @@ IMPLEMENTATIONS = {
 }
 
 
+@functools.cache
+def _case(name):
+    """A model, its batch, its jitted dense per-example Jacobian (one compilation per model,
+    shared by the tests below) and that Jacobian on the batch."""
+    fn, params, x = MODELS[name]()
+    jacobian = jax.jit(lambda p, xx: _per_example_jacobian(fn, p, xx))
+    return fn, params, x, jacobian, np.asarray(jacobian(params, x))
+
+
 @pytest.mark.parametrize("name", list(MODELS))
 def test_gram_matches_dense_jacobian(name):
-    fn, params, x = MODELS[name]()
-    ref = _reference_gram(fn, params, x)
+    fn, params, x, _, jac = _case(name)
+    ref = jac @ jac.T
     model = find_layers(fn, params, x)
     assert model.fallback == [], [model.leaf_names[i] for i in model.fallback]
-    for implementation in IMPLEMENTATIONS[name]:
-        gram = inna_jax.ntk_gram(fn, params, x, implementation=implementation)
+    implementations = IMPLEMENTATIONS[name]
+    grams = jax.jit(
+        lambda p, xx: [inna_jax.ntk_gram(fn, p, xx, implementation=i) for i in implementations]
+    )(params, x)
+    for implementation, gram in zip(implementations, grams, strict=True):
         assert _rel(gram.reshape(ref.shape), ref) < TOL, implementation
 
 
 def test_plan_places_every_transformer_parameter():
-    fn, params, x = transformer()
+    fn, params, x, _, _ = _case("transformer")
     kinds = {row.name.split(" + ")[0]: row.kind for row in inna_jax.ntk_plan(fn, params, x).rows}
     assert kinds["embed.embedding"] == "embed"
     assert kinds["pos"] == "shift"
@@ -309,39 +323,48 @@ def test_scan_plan_is_the_unrolled_plan():
 
 
 def test_reductions_and_cross_gram():
-    fn, params, x = transformer()
+    fn, params, x, jacobian, jac = _case("transformer")
     x2 = jax.random.randint(_keys(1, 16)[0], (4, 5), 0, 11)
-    jacobian = jax.jit(lambda p, xx: _per_example_jacobian(fn, p, xx))
-    full = (np.asarray(jacobian(params, x)) @ np.asarray(jacobian(params, x2)).T).reshape(
-        4, 3, 4, 3
-    )
+    full = (jac @ np.asarray(jacobian(params, x2)).T).reshape(4, 3, 4, 3)
     refs = {
         "full": full.reshape(12, 12),
         "trace": np.einsum("icjc->ij", full),
         "diagonal": np.stack([full[i, :, i] for i in range(4)]),
     }
+    got = jax.jit(lambda p, a, b: {r: inna_jax.ntk_gram(fn, p, a, b, reduction=r) for r in refs})(
+        params, x, x2
+    )
     for reduction, ref in refs.items():
-        got = inna_jax.ntk_gram(fn, params, x, x2, reduction=reduction)
-        assert _rel(got.reshape(ref.shape), ref) < TOL, reduction
+        assert _rel(got[reduction].reshape(ref.shape), ref) < TOL, reduction
 
 
 @pytest.mark.parametrize("name", ["gru_scan", "transformer"])
 def test_jvp_and_vjp_match_dense_jacobian(name):
     """J v and J^T u of the layer pass (EGN's direction uses both)."""
-    fn, params, x = MODELS[name]()
-    jac = np.asarray(jax.jit(lambda p, xx: _per_example_jacobian(fn, p, xx))(params, x))
+    fn, params, x, _, jac = _case(name)
     leaves = jax.tree.leaves(params)
     floats = [i for i, a in enumerate(leaves) if jnp.issubdtype(a.dtype, jnp.inexact)]
     sizes = [leaves[i].size for i in floats]
-    lj = layerwise_jacobian(fn, params, x)
-    b, c = lj.batch, lj.width
+    b = x.shape[0]
+    c = jac.shape[0] // b
     v = np.asarray(jax.random.normal(_keys(1, 17)[0], (sum(sizes),), jnp.float64))
     u = np.asarray(jax.random.normal(_keys(1, 18)[0], (1, b, c), jnp.float64))
     tangents = list(leaves)
     for i, part in zip(floats, np.split(v, np.cumsum(sizes)[:-1]), strict=True):
         tangents[i] = jnp.asarray(part.reshape(leaves[i].shape))
-    assert _rel(lj.jvp(tangents).reshape(-1), jac @ v) < TOL
-    (grads,) = lj.vjp(jnp.asarray(u))
+
+    widths = []
+
+    @jax.jit
+    def both(p, t, uu):
+        lj = layerwise_jacobian(fn, p, x)
+        widths.append((lj.batch, lj.width))
+        (grads,) = lj.vjp(uu)
+        return lj.jvp(t), grads
+
+    jv, grads = both(params, tangents, jnp.asarray(u))
+    assert widths == [(b, c)]
+    assert _rel(jv.reshape(-1), jac @ v) < TOL
     got = np.concatenate([np.asarray(grads[i]).reshape(-1) for i in floats])
     assert _rel(got, jac.T @ u.reshape(-1)) < TOL
 
@@ -349,12 +372,11 @@ def test_jvp_and_vjp_match_dense_jacobian(name):
 @pytest.mark.parametrize("name", ["scan_residual"])
 def test_egn_cross_entropy_direction_matches_dense(name):
     """d = -(J^T Q J / b + lam I)^{-1} g with Q = diag(p) - p p^T, dense in parameter space."""
-    fn, params, x = MODELS[name]()
+    fn, params, x, _, jac = _case(name)
     out = np.asarray(fn(params, x))
     b, c = out.shape
     labels = jnp.arange(b) % c
     lam = 0.1
-    jac = np.asarray(jax.jit(lambda p, xx: _per_example_jacobian(fn, p, xx))(params, x))
     probs = np.exp(out - out.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)
     q = np.zeros((b * c, b * c))
@@ -365,7 +387,9 @@ def test_egn_cross_entropy_direction_matches_dense(name):
     residual = (probs - np.eye(c)[np.asarray(labels)]).reshape(-1)
     grad = jac.T @ residual / b
     ref = -np.linalg.solve(jac.T @ q @ jac / b + lam * np.eye(jac.shape[1]), grad)
-    direction = inna_jax.egn_direction(fn, params, x, labels, loss="cross_entropy", regularizer=lam)
+    direction = jax.jit(
+        lambda p: inna_jax.egn_direction(fn, p, x, labels, loss="cross_entropy", regularizer=lam)
+    )(params)
     leaves = jax.tree.leaves(direction)
     got = np.concatenate(
         [np.asarray(a).reshape(-1) for a in leaves if jnp.issubdtype(a.dtype, jnp.inexact)]
