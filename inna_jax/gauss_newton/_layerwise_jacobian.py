@@ -556,6 +556,10 @@ def cross_gram(
             ``(b, m, m)`` (the batches must have one size).
         choices: ``"structured"`` or ``"jacobian"`` per layer; ``lj1.choices`` when ``None``.
 
+    The Gram of a batch with itself (``lj2 is lj1``, ``"full"``) sums the products of the
+    Jacobian rows (Jacobian-form layers, element-wise rows, per-leaf Jacobians) from their lower
+    half when there are at least :data:`SYMMETRIC_MIN_ROWS` rows (see :class:`_HalfGram`).
+
     Returns:
         The reduced kernel, in ``lj1.dtype``.
     """
