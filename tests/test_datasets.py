@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import sklearn.datasets
 
 from inna_jax.data import _sklearn, load_digits
@@ -49,6 +50,31 @@ def test_every_loader_declares_its_task():
     )
     diabetes = load_diabetes()
     assert diabetes.num_classes == 0 and np.issubdtype(diabetes.y_train.dtype, np.floating)
+
+
+@pytest.mark.parametrize("name, classes", [("breast_cancer", 2), ("wine", 3)])
+def test_the_bundled_classification_sets_are_scikit_learns_split_and_standardized(name, classes):
+    import sklearn.datasets
+
+    from inna_jax import data as inna_data
+
+    data = getattr(inna_data, f"load_{name}")()
+    bunch = getattr(sklearn.datasets, f"load_{name}")()
+    assert (data.name, data.task, data.num_classes) == (name, "classification", classes)
+    assert len(data.x_train) + len(data.x_test) == len(bunch.data)
+    assert data.y_train.dtype == np.int32
+    # every label kept, in the same proportions as scikit-learn's file
+    labels = np.concatenate([data.y_train, data.y_test])
+    np.testing.assert_array_equal(np.bincount(labels), np.bincount(bunch.target))
+    # standardized with train-set statistics: train features have mean 0 and deviation 1
+    np.testing.assert_allclose(data.x_train.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(data.x_train.std(0), 1, atol=1e-5)
+    # the rows are scikit-learn's, split by a seeded permutation (a quarter for the test set)
+    order = np.random.default_rng(0).permutation(len(bunch.data))
+    test, train = order[: len(data.x_test)], order[len(data.x_test) :]
+    mean, std = bunch.data[train].mean(0), bunch.data[train].std(0)
+    np.testing.assert_allclose(data.x_test * std + mean, bunch.data[test], rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(data.y_test, bunch.target[test])
 
 
 def test_array_dataset_reads_its_task_from_num_classes_or_else_the_targets():

@@ -59,9 +59,37 @@ def test_cli_help_and_bad_dataset(capsys):
 
 
 def test_no_data_set_left_is_a_clear_error(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(egn, "load", lambda name: None)  # as when California is not on disk
+    # as when California is not on disk
+    monkeypatch.setattr(egn, "load", lambda name, num_samples=None: None)
     with pytest.raises(ValueError, match="no data set left to run: california: not on disk"):
         egn.run(out=tmp_path, datasets=("california",))
     assert cli.main(["egn", "--datasets", "california", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("inna-jax egn: error: --datasets: no data set left to run")
+
+
+def test_the_bundled_classification_sets_and_a_larger_mnist1d_through_the_cli(tmp_path, capsys):
+    out = tmp_path / "egn"
+    status = cli.main([
+        "egn", "--datasets", "breast_cancer", "wine", "mnist1d", "--num-samples", "200",
+        "--seeds", "1", "--epochs", "1", "--batch-size", "64", "--egn-lr", "1",
+        "--sgn-lr", "1", "--sgd-lr", "0.01", "0.1", "--adam-lr", "0.001", "--out", str(out),
+    ])  # fmt: skip
+    assert status == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["sizes"] == {
+        "breast_cancer": {"train": 427, "test": 142, "classes": 2},
+        "wine": {"train": 134, "test": 44, "classes": 3},
+        "mnist1d": {"train": 160, "test": 40, "classes": 10},
+    }
+    assert summary["num_samples_mnist1d"] == 200 and summary["sgd_grid"] == [0.01, 0.1]
+    assert summary["machine"]["cores"] > 0 and summary["machine"]["jax"]
+    rows = json.loads((out / "table.json").read_text())
+    assert [r["dataset"] for r in rows] == ["breast_cancer"] * 5 + ["wine"] * 5 + ["mnist1d"] * 5
+    assert all(r["metric"] == "test_accuracy" and 0 <= r["final_mean"] <= 1 for r in rows)
+    # every SGD row picked 0.01 or 0.1, both ends of its two-value grid: each is flagged
+    sgd = [r for r in rows if r["method"].startswith("SGD")]
+    for r in sgd:
+        assert f"note: {r['dataset']} {r['method']} is at the edge of its grid" in printed
+    assert printed.count("at the edge") == len(sgd)  # one-value grids have no edge

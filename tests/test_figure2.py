@@ -73,9 +73,18 @@ def test_innaprop_is_a_method_but_not_a_default_one():
     assert figure2.parse_methods("All") == list(figure2.METHODS)
     assert figure2.parse_methods("adam,innaprop") == ["Adam", "INNAprop"]
     assert figure2._parse_grid("innaprop=0.001,0.01") == ("INNAprop", (0.001, 0.01))
-    for grids in (figure2.REDUCED_GRIDS, figure2.PAPER_GRIDS):
+    for grids in (figure2.REDUCED_GRIDS, figure2.MNIST1D_GRIDS, figure2.PAPER_GRIDS):
         assert set(grids) == set(figure2.METHODS)
         assert max(grids["INNAprop"]) < 0.9  # INNAprop needs gamma_0 < beta
+
+
+def test_each_reduced_data_set_has_its_default_grids():
+    def grid_of(dataset):
+        return figure2._settings(dataset, 1, 1, 32, 1, None, ["SGD", "Adam"])[4]
+
+    assert grid_of("digits") == {m: figure2.REDUCED_GRIDS[m] for m in ("SGD", "Adam")}
+    assert grid_of("mnist1d") == {m: figure2.MNIST1D_GRIDS[m] for m in ("SGD", "Adam")}
+    assert grid_of("cifar100") == {m: figure2.PAPER_GRIDS[m] for m in ("SGD", "Adam")}
 
 
 def test_tiny_run_writes_everything(tmp_path):
@@ -109,6 +118,7 @@ def test_tiny_run_writes_everything(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["setting"]["reduced"] is True
     assert "REDUCED" in summary["setting"]["label"]
+    assert summary["machine"]["cores"] > 0 and summary["machine"]["jax"]  # where it ran
 
 
 def test_cli_grid_search_and_seeds(tmp_path, capsys):

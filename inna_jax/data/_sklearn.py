@@ -127,3 +127,49 @@ def load_california(*, test_fraction: float = 0.25, seed: int = 0) -> ArrayDatas
         standardize_targets=True,
     )
     return ArrayDataset(x_tr, y_tr, x_te, y_te, num_classes=0, name="california")
+
+
+def _bundled_classification(name: str, loader: str, num_classes: int, test_fraction: float,
+                            seed: int) -> ArrayDataset:  # fmt: skip
+    """A classification set bundled with scikit-learn (``sklearn.datasets.<loader>``), split
+    with ``seed`` and standardized with train-set statistics."""
+    datasets = _sklearn_datasets(f"inna_jax.data.{loader}")
+    bunch = getattr(datasets, loader)()
+    x_tr, y_tr, x_te, y_te = split_and_standardize(
+        bunch.data, bunch.target.astype(np.int32), test_fraction=test_fraction, seed=seed
+    )
+    return ArrayDataset(x_tr, y_tr, x_te, y_te, num_classes=num_classes, name=name)
+
+
+def load_breast_cancer(*, test_fraction: float = 0.25, seed: int = 0) -> ArrayDataset:
+    """scikit-learn's Wisconsin breast-cancer set: 569 tumours, 30 features, 2 classes.
+
+    The file ships inside scikit-learn (no download). Features are standardized with
+    train-set statistics; the split is seeded. A classification set (``num_classes=2``, int32
+    labels 0 = malignant, 1 = benign): :func:`~inna_jax.train.fit` trains it with the
+    cross-entropy by default and reports the test accuracy.
+
+    Example:
+        >>> from inna_jax.data import load_breast_cancer
+        >>> data = load_breast_cancer()
+        >>> data.x_train.shape, data.x_test.shape, data.num_classes
+        ((427, 30), (142, 30), 2)
+    """
+    return _bundled_classification("breast_cancer", "load_breast_cancer", 2, test_fraction, seed)
+
+
+def load_wine(*, test_fraction: float = 0.25, seed: int = 0) -> ArrayDataset:
+    """scikit-learn's wine recognition set: 178 wines, 13 chemical features, 3 cultivars.
+
+    The file ships inside scikit-learn (no download). Features are standardized with
+    train-set statistics; the split is seeded. A classification set (``num_classes=3``, int32
+    labels): :func:`~inna_jax.train.fit` trains it with the cross-entropy by default and
+    reports the test accuracy.
+
+    Example:
+        >>> from inna_jax.data import load_wine
+        >>> data = load_wine()
+        >>> data.x_train.shape, data.x_test.shape, data.num_classes
+        ((134, 13), (44, 13), 3)
+    """
+    return _bundled_classification("wine", "load_wine", 3, test_fraction, seed)

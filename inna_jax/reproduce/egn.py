@@ -2,9 +2,10 @@
 
 The EGN paper (Korbit et al. 2024) compares its exact Gauss-Newton optimizer with SGN and
 tuned first-order methods on small supervised problems. This command trains the same
-Flax NNX MLP (hidden layers 32-64-32) on scikit-learn's diabetes (regression, standardized
-target; California housing too when it is already on disk), scikit-learn's digits and
-mnist1d (classification) with
+Flax NNX MLP (hidden layers 32-64-32) on every data set available offline: scikit-learn's
+diabetes (regression, standardized target; California housing too when it is already on
+disk), scikit-learn's digits, breast-cancer and wine sets and mnist1d (classification;
+``--num-samples`` generates more signals) with
 
 * EGN (batch-space Gauss-Newton, Armijo line search, lambda = 1), and EGN+LM (the same with
   the Levenberg-Marquardt adaptive lambda),
@@ -31,21 +32,26 @@ from typing import Any
 
 import numpy as np
 
-from inna_jax.reproduce import cli_args
+from inna_jax.reproduce import cli_args, machine
 from inna_jax.reproduce import egn_report as report
 from inna_jax.reproduce import registry as reg
 
 HIDDEN = (32, 64, 32)
-DATASETS = ("diabetes", "california", "digits", "mnist1d")
+DATASETS = ("diabetes", "california", "digits", "breast_cancer", "wine", "mnist1d")
 METHODS = ("egn", "egn_lm", "sgn", "sgd", "adam")
 SGD_GRID = (1e-3, 1e-2, 1e-1)
 ADAM_GRID = (1e-4, 3e-4, 1e-3, 3e-3)
-DEFAULT_EPOCHS = {"diabetes": 30, "california": 2, "digits": 5, "mnist1d": 4}
-FULL_EPOCHS = {"diabetes": 100, "california": 10, "digits": 30, "mnist1d": 30}
+DEFAULT_EPOCHS = {"diabetes": 30, "california": 2, "digits": 5, "breast_cancer": 10, "wine": 30,
+                  "mnist1d": 4}  # fmt: skip
+FULL_EPOCHS = {"diabetes": 100, "california": 10, "digits": 30, "breast_cancer": 50, "wine": 100,
+               "mnist1d": 30}  # fmt: skip
 
 
-def load(name: str):
+def load(name: str, num_samples: int | None = None):
     """One of :data:`DATASETS`, or ``None`` for California housing when it is not on disk.
+
+    ``num_samples``: the number of signals mnist1d generates (ignored for the other sets;
+    ``None``: the generator's 5,000).
 
     Example:
         >>> from inna_jax.reproduce import egn
@@ -55,7 +61,8 @@ def load(name: str):
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {DATASETS}")
     try:
-        return reg.load_dataset(name)
+        sized = num_samples if name == "mnist1d" else None
+        return reg.load_dataset(name, num_samples=sized)
     except FileNotFoundError:
         if name == "california":
             return None
@@ -91,7 +98,8 @@ def make_optimizer(method: str, model, loss: str, lr: float, egn_regularizer: fl
 def run(
     *,
     out: str | Path = "out/egn",
-    datasets: tuple[str, ...] = ("diabetes", "california", "digits", "mnist1d"),
+    datasets: tuple[str, ...] = DATASETS,
+    num_samples: int | None = None,
     seeds: int = 2,
     epochs: dict[str, int] | None = None,
     batch_size: int = 32,
@@ -115,6 +123,8 @@ def run(
         out: output folder.
         datasets: names from :data:`DATASETS`; California housing is skipped, with a note,
             when scikit-learn does not have it on disk.
+        num_samples: the number of signals mnist1d generates (a multiple of 10, 80 % for
+            training); ``None``: the generator's 5,000.
         seeds: seeds per method (weights and batch order).
         epochs: epochs per data set (default :data:`DEFAULT_EPOCHS`).
         batch_size: the batch size of every method.
@@ -150,6 +160,7 @@ def run(
         return _run(
             out=Path(out),
             datasets=datasets,
+            num_samples=num_samples,
             seeds=seeds,
             epochs={**DEFAULT_EPOCHS, **(epochs or {})},
             batch_size=batch_size,
@@ -170,11 +181,11 @@ def run(
 GAUSS_NEWTON = ("egn", "egn_lm", "sgn")
 
 
-def _load_all(datasets, batch_size: int) -> tuple[list, list[str]]:
+def _load_all(datasets, batch_size: int, num_samples: int | None) -> tuple[list, list[str]]:
     """The data sets that are on disk, and a note for each one skipped."""
     loaded, skipped = [], []
     for name in datasets:
-        data = load(name)
+        data = load(name, num_samples)
         if data is None:
             skipped.append(f"{name}: not on disk (fetch_california_housing without download)")
             print(f"skipping {name}: scikit-learn does not have it on disk (no download)")
@@ -217,7 +228,8 @@ def _search(data, method, grid, models, model0, *, seeds, epochs, batch_size,
     )
 
 
-def _run(*, out, datasets, seeds, epochs, batch_size, grids, egn_regularizer, quiet, mesh):
+def _run(*, out, datasets, num_samples, seeds, epochs, batch_size, grids, egn_regularizer, quiet,
+         mesh):  # fmt: skip
     from inna_jax.reproduce import protocol
     from inna_jax.train import _parallel
 
@@ -232,7 +244,7 @@ def _run(*, out, datasets, seeds, epochs, batch_size, grids, egn_regularizer, qu
     cpu = _parallel.platform(mesh) == "cpu"
     runs_axis = mesh is not None and dict(mesh.shape).get("runs", 1) > 1
 
-    loaded, skipped = _load_all(datasets, batch_size)
+    loaded, skipped = _load_all(datasets, batch_size, num_samples)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     history_rows: list[dict[str, Any]] = []
@@ -256,6 +268,10 @@ def _run(*, out, datasets, seeds, epochs, batch_size, grids, egn_regularizer, qu
             hists = [r.history for r in found.results[found.best]]
             curves[data.name][rows[-1]["method"]] = (hists, per_run)
     print(report.format_table(rows))
+    for row, method in zip(rows, [m for _ in loaded for m in METHODS], strict=True):
+        grid = grids[method]
+        if len(grid) > 1 and row["learning_rate"] in (min(grid), max(grid)):
+            print(f"note: {row['dataset']} {row['method']} is at the edge of its grid {grid}")
     report.plot(out / "egn_curves.png", curves, loaded, hidden=HIDDEN, batch_size=batch_size,
                 seeds=seeds, lam=egn_regularizer)  # fmt: skip
     summary = {
@@ -271,7 +287,13 @@ def _run(*, out, datasets, seeds, epochs, batch_size, grids, egn_regularizer, qu
         },
         "sgd_grid": list(grids["sgd"]),
         "adam_grid": list(grids["adam"]),
+        "sizes": {
+            d.name: {"train": len(d.x_train), "test": len(d.x_test), "classes": d.num_classes}
+            for d in loaded
+        },  # fmt: skip
+        "num_samples_mnist1d": num_samples,
         "skipped": skipped,
+        "machine": machine.machine_description(),
         "seconds": "training wall time of each method's group (rates x seeds) / its runs",
         "wall_seconds": None,  # set once the tables are written
     }
@@ -290,6 +312,10 @@ _FLAGS = (
     ("--egn-lr", _pfloat, [0.3, 1.0], "EGN step caps tried", {"nargs": "+"}),
     ("--egn-regularizer", _pfloat, 1.0, "EGN initial lambda"),
     ("--sgn-lr", _pfloat, [0.1, 1.0], "SGN step caps tried", {"nargs": "+"}),
+    ("--sgd-lr", _pfloat, list(SGD_GRID), "SGD learning rates tried", {"nargs": "+"}),
+    ("--adam-lr", _pfloat, list(ADAM_GRID), "Adam learning rates tried", {"nargs": "+"}),
+    ("--num-samples", cli_args.multiple_of(10, 20), None,
+     "mnist1d's number of generated signals, 80%% for training (default: 5000)"),
 )  # fmt: skip
 
 
@@ -317,12 +343,15 @@ def main(args: argparse.Namespace) -> int:
         run(
             out=args.out,
             datasets=tuple(dict.fromkeys(args.datasets)),
+            num_samples=args.num_samples,
             seeds=seeds,
             epochs=epochs,
             batch_size=args.batch_size,
             egn_learning_rates=tuple(args.egn_lr),
             egn_regularizer=args.egn_regularizer,
             sgn_learning_rates=tuple(args.sgn_lr),
+            sgd_grid=tuple(args.sgd_lr),
+            adam_grid=tuple(args.adam_lr),
             quiet=not args.progress,
             blas_threads=args.blas_threads,
             mesh=mesh,

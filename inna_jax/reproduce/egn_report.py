@@ -107,7 +107,7 @@ def plot(
 
 
 _COLUMNS = (
-    ("dataset", "<11", ""), ("method", "<17", ""), ("metric", "<14", ""),
+    ("dataset", "<15", ""), ("method", "<17", ""), ("metric", "<14", ""),
     ("final (mean ± std)", "<22", ""), ("s/run", ">9", ".2f"), ("steps", ">8", "d"),
     ("stopped", ">9", "d"),
 )  # fmt: skip

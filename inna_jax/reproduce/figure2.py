@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from inna_jax.reproduce import cli_args, plots
+from inna_jax.reproduce import cli_args, machine, plots
 from inna_jax.reproduce import figure2_report as report
 from inna_jax.reproduce.figure2_methods import (
     DATASETS,
@@ -34,6 +34,7 @@ from inna_jax.reproduce.figure2_methods import (
     INNA_SETTINGS,
     METHOD_OPTIMIZERS,
     METHODS,
+    MNIST1D_GRIDS,
     PAPER_GRIDS,
     REDUCED_GRIDS,
     _parse_grid,
@@ -54,6 +55,7 @@ __all__ = [
     "INNA_SETTINGS",
     "METHOD_OPTIMIZERS",
     "METHODS",
+    "MNIST1D_GRIDS",
     "PAPER_GRIDS",
     "REDUCED_GRIDS",
     "grid_search",
@@ -95,7 +97,7 @@ def _settings(
         _check_positive_int(name, v)
     grid_epochs = min(defaults["grid_epochs"], epochs) if grid_epochs is None else grid_epochs
     _check_positive_int("grid_epochs", grid_epochs)
-    default_grids = PAPER_GRIDS if paper else REDUCED_GRIDS
+    default_grids = {"cifar100": PAPER_GRIDS, "mnist1d": MNIST1D_GRIDS}.get(dataset, REDUCED_GRIDS)
     grids = {m: tuple(default_grids[m]) for m in methods} | {
         m: tuple(float(g) for g in v) for m, v in (grids or {}).items()
     }
@@ -180,7 +182,7 @@ def run(
         grid_epochs: epochs of the grid search (default 3, or 15 on CIFAR-100 as in JMLR;
             never more than ``epochs``).
         grids: candidate :math:`\\gamma_0` per method (default :data:`PAPER_GRIDS` on
-            CIFAR-100, else :data:`REDUCED_GRIDS`).
+            CIFAR-100, :data:`MNIST1D_GRIDS` on mnist1d, else :data:`REDUCED_GRIDS`).
         methods: a subset of :data:`METHODS` (default: :data:`DEFAULT_METHODS`, the
             paper's six).
         num_train: keep the first ``num_train`` training examples (a reduced run).
@@ -292,7 +294,8 @@ def _finish(out: Path, setting: dict, gamma0: dict, done: list, t0: float, say) 
     rows = [report.table_row(m, gamma0[m], runs_of[m], curves[m], epochs, seeds) for m in names]
     out.mkdir(parents=True, exist_ok=True)
     setting["wall_time_s"] = round(time.perf_counter() - t0, 1)
-    summary = {"setting": setting, "gamma0": gamma0, "table": rows}
+    summary = {"setting": setting, "gamma0": gamma0, "table": rows,
+               "machine": machine.machine_description()}  # fmt: skip
     if jax.process_index() == 0:  # several hosts compute the same results; one writes them
         grid_rows = [row for _, method_rows, _ in done for row in method_rows]
         history = [row for m in names for row in report.history_rows(m, runs_of[m])]

@@ -35,7 +35,7 @@ DEFAULT_METHODS = tuple(m for m in METHODS if m != "INNAprop")
 INNA_SETTINGS = {
     m: (o["alpha"], o["beta"]) for m, (name, o) in METHOD_OPTIMIZERS.items() if name == "inna"
 }
-#: gamma_0 grids of the reduced runs (digits, mnist1d): 4 values each, to stay in minutes.
+#: gamma_0 grids of the digits runs: 4 values each, to stay in a minute.
 REDUCED_GRIDS: dict[str, tuple[float, ...]] = {
     "SGD": (0.1, 0.3, 1.0, 3.0),
     "Adagrad": (0.03, 0.1, 0.3, 1.0),
@@ -44,6 +44,17 @@ REDUCED_GRIDS: dict[str, tuple[float, ...]] = {
     # INNAprop: Adam's grid; on digits a 3-epoch search over 1e-4..3e-2 picks 0.01 (the
     # training loss: 1.64, 0.52, 0.10, 0.025, 0.012, 0.39), inside this grid.
     "INNAprop": (0.001, 0.003, 0.01, 0.03),
+}
+#: gamma_0 grids of the mnist1d runs: 6 values each, factors of about 3. On 20,000 signals
+#: a 3-epoch search picks inside every grid (SGD and INNA (0.5, *) 1, INNA (0.1, 0.1) and
+#: Adagrad 0.3, Adam 0.01, INNAprop 0.003; experiments/results/figure2_mnist1d/), where the
+#: 4-value grids of the digits had SGD and every INNA at their largest value.
+MNIST1D_GRIDS: dict[str, tuple[float, ...]] = {
+    "SGD": (0.03, 0.1, 0.3, 1.0, 3.0, 10.0),
+    "Adagrad": (0.003, 0.01, 0.03, 0.1, 0.3, 1.0),
+    "Adam": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2),
+    **{m: (0.03, 0.1, 0.3, 1.0, 3.0, 10.0) for m in INNA_SETTINGS},
+    "INNAprop": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2),
 }
 #: gamma_0 grids of the CIFAR-100 runs: 6 values each, factors of about 3 (the paper does
 #: not publish its grids).

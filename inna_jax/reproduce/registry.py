@@ -66,6 +66,18 @@ def _diabetes(_):
     return load_diabetes()
 
 
+def _breast_cancer(_):
+    from inna_jax.data import load_breast_cancer
+
+    return load_breast_cancer()
+
+
+def _wine(_):
+    from inna_jax.data import load_wine
+
+    return load_wine()
+
+
 def _california(_):
     from inna_jax.data import load_california
 
@@ -93,6 +105,10 @@ def _cifar100(data_dir):
 DATASETS: dict[str, DatasetEntry] = {
     "digits": DatasetEntry("digits", "scikit-learn 8x8 digits, 10 classes", _digits, False, "cnn"),
     "diabetes": DatasetEntry("diabetes", "scikit-learn diabetes, regression", _diabetes),
+    "breast_cancer": DatasetEntry(
+        "breast_cancer", "scikit-learn breast cancer (Wisconsin), 2 classes", _breast_cancer
+    ),
+    "wine": DatasetEntry("wine", "scikit-learn wine recognition, 3 classes", _wine),
     "california": DatasetEntry(
         "california", "California housing, regression (only if already on disk)", _california
     ),
