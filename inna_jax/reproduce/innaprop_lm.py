@@ -31,7 +31,7 @@ from inna_jax.reproduce import cli_args
 
 __all__ = ["SCALES", "add_arguments", "main", "run"]
 
-#: The default sizes of each ``--scale``: cpu finishes in about 10 minutes on a 2-core CPU.
+#: The default sizes of each ``--scale``: cpu finishes in about 3 minutes on a 2-core CPU.
 SCALES: dict[str, dict[str, int]] = {
     "cpu": {"depth": 2, "width": 64, "heads": 4, "context": 64, "batch_size": 32,
             "steps": 600, "eval_every": 50, "eval_windows": 256},
@@ -184,7 +184,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cli_args.add_flags(parser, [
         ("--out", str, "results/innaprop_lm", "output folder"),
         ("--scale", cli_args.choice(tuple(SCALES)), "cpu",
-         "default sizes: cpu (about 10 minutes on 2 cores) or gpu (a larger model, longer)"),
+         "default sizes: cpu (about 3 minutes on 2 cores) or gpu (a larger model, longer)"),
         ("--methods", cli_args.choice(_METHODS), list(_METHODS), "methods to compare",
          {"nargs": "+"}),
         ("--seeds", pos, 3, "number of seeds (0, 1, ...)"),
