@@ -337,73 +337,92 @@ def ntk_gram_blocked(
     )
     from tqdm.auto import tqdm
 
-    size, n1, n2 = plan.block_size, plan.rows, plan.columns
+    size = plan.block_size
     x1 = _pad(inputs, plan.row_blocks * size)
     x2 = x1 if inputs2 is None else _pad(inputs2, plan.column_blocks * size)
     block = _block_fn(predict_fn, implementation, reduction, chunk_size)
     out_abs = jax.eval_shape(
         block, params, _abstract_slice(inputs, size), _abstract_slice(inputs, size)
     )
-    c = int(out_abs.shape[0]) // size if reduction == "full" else 1
     pairs = _block_pairs(plan.row_blocks, plan.column_blocks, plan.symmetric, reduction)
-    if reduction == "full":
-        result = np.empty((n1 * c, n2 * c), out_abs.dtype)
-    elif reduction == "trace":
-        result = np.empty((n1, n2), out_abs.dtype)
-    else:
-        result = np.empty((n1, *out_abs.shape[1:]), out_abs.dtype)
-
-    def store(p, q, value):
-        value = np.asarray(value)
-        r0, r1 = p * size, min((p + 1) * size, n1)
-        s0, s1 = q * size, min((q + 1) * size, n2)
-        if reduction == "diagonal":
-            result[r0:r1] = value[: r1 - r0]
-            return
-        part = value[: (r1 - r0) * c, : (s1 - s0) * c]  # c = 1 but for "full"
-        result[r0 * c : r1 * c, s0 * c : s1 * c] = part
-        if plan.symmetric and p != q:
-            result[s0 * c : s1 * c, r0 * c : r1 * c] = part.T
-
-    devices = plan.devices
-    bar = tqdm(total=len(pairs), desc="NTK blocks", unit="block", disable=not progress)
+    kernel = _KernelBlocks(plan, reduction, out_abs)
     if mesh is None:
-        compiled = jax.jit(block)
-        for p, q in pairs:
-            store(p, q, compiled(params, _take(x1, p * size, size), _take(x2, q * size, size)))
-            bar.update(1)
+        computed = _blocks_one_device(block, params, x1, x2, pairs, size)
     else:
-        names = tuple(mesh.axis_names)
-        spec = P(names)
+        computed = _blocks_on_mesh(block, params, x1, x2, pairs, size, mesh, plan.devices)
+    with tqdm(total=len(pairs), desc="NTK blocks", unit="block", disable=not progress) as bar:
+        for p, q, value in computed:
+            kernel.store(p, q, value)
+            bar.update(1)
+    return kernel.array
 
-        def per_device(params, a, b):
-            return block(params, jax.tree.map(lambda x: x[0], a), jax.tree.map(lambda x: x[0], b))[
-                None
-            ]
 
-        # check_vma=False: the layer finder re-binds the model's traced primitives, which
-        # carry no varying-axis annotation for the replicated parameters
-        sharded = jax.jit(
-            jax.shard_map(
-                per_device, mesh=mesh, in_specs=(P(), spec, spec), out_specs=spec, check_vma=False
-            )
+class _KernelBlocks:
+    """The NumPy kernel that the blocks are copied into, mirrored for a Gram matrix."""
+
+    def __init__(self, plan: BlockPlan, reduction: str, out_abs: Any):
+        size, n1, n2 = plan.block_size, plan.rows, plan.columns
+        self.size, self.n1, self.n2 = size, n1, n2
+        self.reduction, self.symmetric = reduction, plan.symmetric
+        # c: output columns per example, 1 but for "full"
+        self.c = int(out_abs.shape[0]) // size if reduction == "full" else 1
+        if reduction == "full":
+            shape = (n1 * self.c, n2 * self.c)
+        elif reduction == "trace":
+            shape = (n1, n2)
+        else:
+            shape = (n1, *out_abs.shape[1:])
+        self.array = np.empty(shape, out_abs.dtype)
+
+    def store(self, p: int, q: int, value: Any) -> None:
+        """Copies block ``(p, q)`` in (and its transpose, for a Gram matrix), padding cut."""
+        value, size, c = np.asarray(value), self.size, self.c
+        r0, r1 = p * size, min((p + 1) * size, self.n1)
+        s0, s1 = q * size, min((q + 1) * size, self.n2)
+        if self.reduction == "diagonal":
+            self.array[r0:r1] = value[: r1 - r0]
+            return
+        part = value[: (r1 - r0) * c, : (s1 - s0) * c]
+        self.array[r0 * c : r1 * c, s0 * c : s1 * c] = part
+        if self.symmetric and p != q:
+            self.array[s0 * c : s1 * c, r0 * c : r1 * c] = part.T
+
+
+def _blocks_one_device(block, params, x1, x2, pairs, size):
+    """Yields ``(p, q, block)`` for each pair, one compiled call each."""
+    compiled = jax.jit(block)
+    for p, q in pairs:
+        yield p, q, compiled(params, _take(x1, p * size, size), _take(x2, q * size, size))
+
+
+def _blocks_on_mesh(block, params, x1, x2, pairs, size, mesh: Mesh, devices: int):
+    """Yields ``(p, q, block)`` for each pair, ``devices`` blocks per call, one per device."""
+    spec = P(tuple(mesh.axis_names))
+
+    def per_device(params, a, b):
+        first = lambda tree: jax.tree.map(lambda x: x[0], tree)  # noqa: E731
+        return block(params, first(a), first(b))[None]
+
+    # check_vma=False: the layer finder re-binds the model's traced primitives, which
+    # carry no varying-axis annotation for the replicated parameters
+    sharded = jax.jit(
+        jax.shard_map(
+            per_device, mesh=mesh, in_specs=(P(), spec, spec), out_specs=spec, check_vma=False
         )
-        sharding = NamedSharding(mesh, spec)
-        for start in range(0, len(pairs), devices):
-            group = pairs[start : start + devices]
-            padded = group + [group[-1]] * (devices - len(group))
-            a = jax.tree.map(
-                lambda *xs: jnp.stack(xs), *[_take(x1, p * size, size) for p, _ in padded]
-            )
-            b = jax.tree.map(
-                lambda *xs: jnp.stack(xs), *[_take(x2, q * size, size) for _, q in padded]
-            )
-            a, b = jax.device_put(a, sharding), jax.device_put(b, sharding)
-            values = np.asarray(sharded(params, a, b))
-            for (p, q), value in zip(group, values, strict=False):
-                store(p, q, value)
-            bar.update(len(group))
-    bar.close()
-    if reduction == "diagonal" and out_abs.ndim == 1:
-        return result.reshape(n1)
-    return result
+    )
+    sharding = NamedSharding(mesh, spec)
+
+    def stacked(x, starts):
+        return jax.device_put(
+            jax.tree.map(lambda *xs: jnp.stack(xs), *[_take(x, s * size, size) for s in starts]),
+            sharding,
+        )
+
+    for start in range(0, len(pairs), devices):
+        group = pairs[start : start + devices]
+        padded = group + [group[-1]] * (devices - len(group))
+        a = stacked(x1, [p for p, _ in padded])
+        b = stacked(x2, [q for _, q in padded])
+        values = np.asarray(sharded(params, a, b))
+        for (p, q), value in zip(group, values, strict=False):
+            yield p, q, value
