@@ -13,7 +13,9 @@ For one layer with inputs ``a`` (b, S, D) and cotangents ``d`` (b, m, S, F), n =
 The shapes are those of benchmarks/egn_zoo.py's transformer (D = 65, 129; F = 64, 128) and GRU
 (D = 64, F = 192) at b = 64, m = 9, S = 16, float32. Each form is jitted and timed
 interleaved with the others (process CPU time, the minimum of ``--repeats`` rounds: the load
-of a shared machine only adds time); the ratios are to the ``jacobian`` form.
+of a shared machine only adds time); the ratios are to the ``jacobian`` form. First, a
+yardstick: the float32 product ``R @ R.T`` of one n x 8192 block of rows by XLA and by NumPy's
+BLAS, in wall-clock time on all cores (the rate every Jacobian-form Gram is bound by).
 
     python benchmarks/gram_forms.py
 """
@@ -66,6 +68,26 @@ def position_summed(a, d, chunk=B):
     return jnp.concatenate(parts, axis=0)
 
 
+def _gemm_yardstick(repeats: int) -> None:
+    import numpy as np
+
+    n, k = B * M, 8192
+    r = np.random.default_rng(0).standard_normal((n, k)).astype(np.float32)
+    x = jnp.asarray(r)
+    xla = jax.jit(lambda x: x @ x.T).lower(x).compile()
+    # not interleaved: BLAS threads spin for a while after a call and would slow XLA's
+    best = {"XLA (jax.jit)": np.inf, "NumPy (BLAS)": np.inf}
+    for name, product in [("XLA (jax.jit)", lambda: jax.block_until_ready(xla(x))),
+                          ("NumPy (BLAS)", lambda: r @ r.T)]:  # fmt: skip
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            product()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    print(f"\nyardstick: R @ R.T, R {n} x {k} float32 (wall time, all cores)")
+    for name, t in best.items():
+        print(f"  {name:<26} {1e3 * t:8.1f} ms, {n * n * k / t / 1e9:6.1f} G multiply-adds/s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
@@ -74,6 +96,7 @@ def main() -> None:
 
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()};")
     print(f"jax {jax.__version__}; b={B}, m={M}, S={S}, float32; load {os.getloadavg()[0]:.1f}")
+    _gemm_yardstick(args.repeats)
     forms = {
         "jacobian": jacobian,
         "half": half,
