@@ -27,7 +27,8 @@ _STANDARD_PROMOTION = (
     "tests/test_checkpoint.py::test_resume_in_process_is_bit_identical",  # optax
     "tests/test_demo.py::test_demo_trains_every_method_and_writes_its_files",  # optax
     "tests/test_egn_experiment.py::test_run_writes_table_curves_and_histories",  # optax
-    "tests/test_egn_experiment.py::test_breast_cancer_and_a_larger_mnist1d_through_the_cli",
+    "tests/test_egn_experiment.py::"
+    "test_breast_cancer_and_a_larger_mnist1d_through_the_cli",  # optax
     "tests/test_figure2.py::test_benchmark_is_an_alias_of_figure2",  # optax
     "tests/test_figure2.py::test_make_optimizer_steps_match_the_protocol",  # optax
     "tests/test_figure2.py::test_tiny_run_writes_everything",  # optax
